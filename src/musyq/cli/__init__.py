@@ -1,0 +1,20 @@
+"""The ``musyq`` command: one module per subcommand, registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from musyq.cli import ard, demo, info
+
+app = typer.Typer(
+    name="musyq",
+    help="Level-1 satellite data to consistent analysis-ready tiles.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("info")(info.info)
+app.command("ard")(ard.ard)
+app.command("demo")(demo.demo)
+
+__all__ = ["app"]

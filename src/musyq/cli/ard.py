@@ -1,0 +1,67 @@
+"""``musyq ard``: Level-1 products to TOA analysis-ready tiles on the MGRS grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from musyq.cli.options import (
+    DatetimeOption,
+    OffsetOption,
+    ScaleOption,
+    SensorOption,
+    console,
+    stack_options,
+    user_errors,
+)
+from musyq.pipeline import ArdOptions, TileResult, run_ard, select_tiles
+from musyq.readers import open_scene
+from musyq.stac import update_collection
+from musyq.tiling import ReflectanceResampling
+
+
+def produce(inputs: list[Path], out: Path, options: ArdOptions, stack: object = None) -> list[TileResult]:
+    """Run the ARD pipeline on every input with a progress bar; returns the per-tile results."""
+    results: list[TileResult] = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        for path in inputs:
+            scene = open_scene(path, stack)  # type: ignore[arg-type]
+            tiles = select_tiles(scene, options.tiles)
+            task = progress.add_task(f"{scene.product_id[:48]}", total=len(tiles))
+
+            def advance(tile: str, task_id=task) -> None:  # type: ignore[no-untyped-def]
+                progress.update(task_id, description=f"{scene.product_id[:40]} {tile}")
+
+            for result in run_ard(scene, out, options, progress=advance):
+                results.append(result)
+                progress.advance(task)
+    written = [r.item_path for r in results if r.item_path.exists()]
+    if written:
+        update_collection(out, written)
+    return results
+
+
+def ard(
+    inputs: list[Path] = typer.Argument(..., help="Level-1 products (folders, zips or MTL files)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    tile: list[str] = typer.Option([], "--tile", "-t", help="MGRS tile(s) to produce; default: all touched."),
+    resolution: float = typer.Option(30.0, "--resolution", "-r", help="Output pixel size in metres."),
+    resampling: ReflectanceResampling = typer.Option(ReflectanceResampling.bilinear, help="Reflectance resampling "
+                                                     "when not coarsening (coarsening always averages)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo tiles that are already finished."),
+    version: str = typer.Option("001", "--version-tag", help="Processing version in the file names."),
+    sensor: str | None = SensorOption,
+    when: str | None = DatetimeOption,
+    scale: float = ScaleOption,
+    offset: float = OffsetOption,
+) -> None:
+    """Make TOA reflectance, angle and quality COGs plus STAC items for every tile the inputs touch."""
+    options = ArdOptions(resolution=resolution, tiles=tuple(tile), version=version, resampling=resampling,
+                         overwrite=overwrite)
+    with user_errors():
+        results = produce(inputs, out, options, stack_options(sensor, when, scale, offset))
+    made = [r for r in results if not r.skipped]
+    console.print(f"{len(made)} tile(s) written, {len(results) - len(made)} skipped; catalogue: {out / 'collection.json'}")

@@ -1,0 +1,43 @@
+"""``musyq info PATH``: what musyq recognises in a product."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from musyq.cli.options import DatetimeOption, OffsetOption, ScaleOption, SensorOption, stack_options, user_errors
+from musyq.grid import tiles_touching
+from musyq.readers import open_scene
+
+
+def info(
+    path: Path = typer.Argument(..., help="Product folder, zip or metadata file."),
+    sensor: str | None = SensorOption,
+    when: str | None = DatetimeOption,
+    scale: float = ScaleOption,
+    offset: float = OffsetOption,
+) -> None:
+    """Print the reader, sensor, time, bands, angles and MGRS tiles recognised in PATH."""
+    with user_errors():
+        scene = open_scene(path, stack_options(sensor, when, scale, offset))
+        tiles = tiles_touching(scene.footprint)
+    out = Console()
+    out.print(f"[bold]{scene.product_id}[/]")
+    out.print(f"reader   {scene.reader}")
+    out.print(f"sensor   {scene.sensor.id} ({scene.sensor.platform} {scene.sensor.instrument})")
+    out.print(f"acquired {scene.acquired:%Y-%m-%dT%H:%M:%S}Z")
+    out.print(f"crs      {scene.crs}")
+    out.print(f"angles   {scene.angles.describe()}")
+    out.print(f"tiles    {' '.join(t.id for t in tiles) or 'none'}")
+    for key, value in scene.metadata.items():
+        out.print(f"{key:<8} {value}")
+    table = Table("band", "name", "centre um", "file", "calibration")
+    for source in scene.bands:
+        table.add_row(source.band.id, source.band.common_name, f"{source.band.center_wavelength:.4f}",
+                      Path(source.path).name, repr(source.calibration))
+    out.print(table)
+    if scene.missing_bands:
+        out.print(f"[yellow]missing bands:[/] {' '.join(scene.missing_bands)}")

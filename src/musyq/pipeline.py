@@ -1,0 +1,167 @@
+"""The ARD driver: read a Level-1 scene, and for every tile it touches produce TOA, angle and quality layers.
+
+Reads like the recipe: ``open_scene -> tiles_touching -> (warp -> calibrate -> quality) per tile -> write``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from odc.geo.geobox import GeoBox
+
+from musyq.errors import GridError
+from musyq.grid import Tile, get_tile, tiles_touching
+from musyq.output import (
+    ANGLE_NODATA,
+    ANGLE_SCALE,
+    CLEAR,
+    FILL,
+    REFLECTANCE_SCALE,
+    TEMPERATURE_SCALE,
+    Layer,
+    ProductName,
+    encode_angles,
+    encode_reflectance,
+    encode_temperature,
+    write_cog,
+)
+from musyq.scene import Scene
+from musyq.stac import AssetSpec, build_item, mean_angle
+from musyq.tiling import ReflectanceResampling, warp_band
+from musyq.toa import calibrate
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ArdOptions:
+    """Choices that shape the ARD outputs."""
+
+    resolution: float = 30.0
+    tiles: tuple[str, ...] = ()
+    version: str = "001"
+    resampling: ReflectanceResampling = ReflectanceResampling.bilinear
+    overwrite: bool = False
+    threads: int = 2
+
+
+@dataclass
+class TileResult:
+    tile: str
+    item_path: Path
+    skipped: bool
+    files: list[Path] = field(default_factory=list)
+    valid_fraction: float = 0.0
+
+
+def select_tiles(scene: Scene, requested: tuple[str, ...]) -> list[Tile]:
+    """The tiles to produce: those asked for (each must overlap the scene) or all the scene touches."""
+    touched = {t.id: t for t in tiles_touching(scene.footprint)}
+    if not requested:
+        if not touched:
+            raise GridError(f"{scene.product_path}: the scene footprint touches no Sentinel-2 tile")
+        return list(touched.values())
+    chosen = []
+    for tile_id in requested:
+        tile = get_tile(tile_id)
+        if tile.id not in touched:
+            raise GridError(f"{scene.product_path}: the scene does not touch tile {tile.id} "
+                            f"(it touches {', '.join(touched) or 'none'})")
+        chosen.append(tile)
+    return chosen
+
+
+def _finished(item_path: Path) -> bool:
+    if not item_path.exists():
+        return False
+    try:
+        assets = json.loads(item_path.read_text())["assets"].values()
+    except (ValueError, KeyError):
+        return False
+    return all((item_path.parent / a["href"]).exists() for a in assets)
+
+
+def toa_on_tile(
+    scene: Scene, geobox: GeoBox, options: ArdOptions
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.bool_], NDArray[np.float32]]:
+    """Reflective TOA stack, thermal brightness temperatures, the valid-data mask and the angles on ``geobox``."""
+    angles = scene.angles.on(geobox)
+    reflective, thermal = [], []
+    for source in scene.bands:
+        dn = warp_band(source, geobox, options.resampling, options.threads)
+        values = calibrate(dn, source.calibration, angles.sun_zenith, scene.earth_sun_distance)
+        (thermal if source.band.kind == "thermal" else reflective).append(values)
+    toa = np.stack(reflective)
+    valid = np.isfinite(toa).all(axis=0)
+    toa[:, ~valid] = np.nan
+    temperature = None
+    if thermal:
+        temperature = np.stack(thermal)
+        temperature[:, ~valid] = np.nan
+    return toa, temperature, valid, angles.stack()
+
+
+def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -> TileResult:
+    name = ProductName(scene.sensor.id, options.resolution, scene.acquired, tile.id, options.version)
+    folder = out_dir / tile.id / name.item_id
+    item_path = folder / f"{name.item_id}.json"
+    if not options.overwrite and _finished(item_path):
+        return TileResult(tile.id, item_path, skipped=True)
+    geobox = tile.geobox(options.resolution)
+    toa, temperature, valid, angles = toa_on_tile(scene, geobox, options)
+    valid_fraction = float(valid.mean())
+    if valid_fraction == 0:
+        return TileResult(tile.id, item_path, skipped=True)
+
+    reflective = [s.band for s in scene.bands if s.band.kind == "reflectance"]
+    thermal = [s.band for s in scene.bands if s.band.kind == "thermal"]
+    quality = np.where(valid, CLEAR, FILL).astype(np.uint8)
+    tags = {"product_id": scene.product_id, "sensor": scene.sensor.id, "tile": tile.id,
+            "datetime": scene.acquired.isoformat() + "Z"}
+    layers: list[tuple[Layer, AssetSpec]] = []
+
+    def add(layer: Layer, title: str, roles: tuple[str, ...], bands: tuple | None, unit: str | None) -> None:
+        layers.append((layer, AssetSpec(layer.name, folder / name.layer(layer.name), title, roles, bands,
+                                        layer.descriptions, layer.nodata, layer.scale, unit)))
+
+    add(Layer("TOA", encode_reflectance(toa), 0, tuple(b.common_name for b in reflective), 1 / REFLECTANCE_SCALE),
+        "Top-of-atmosphere reflectance", ("data", "reflectance"), tuple(reflective), None)
+    if temperature is not None:
+        add(Layer("BT", encode_temperature(temperature), 0, tuple(b.common_name for b in thermal),
+                  1 / TEMPERATURE_SCALE), "Brightness temperature", ("data", "temperature"), tuple(thermal), "kelvin")
+    add(Layer("ANG", encode_angles(angles, valid), ANGLE_NODATA,
+              ("solar_azimuth", "solar_zenith", "view_azimuth", "view_zenith"), 1 / ANGLE_SCALE),
+        "Sun and view angles", ("metadata", "angles"), None, "degree")
+    add(Layer("MASK", quality, FILL, ("quality",), resampling="mode"),
+        "Pixel quality: 0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud", ("data-mask", "quality"),
+        None, None)
+
+    files = [write_cog(spec.href, layer, geobox, tags) for layer, spec in layers]
+    sun_azimuth, sun_zenith, view_azimuth, view_zenith = (mean_angle(a[valid]) for a in angles)
+    item = build_item(
+        name.item_id, scene.sensor, scene.acquired, tile.id, geobox, [spec for _, spec in layers],
+        sun_azimuth, sun_zenith, view_zenith, view_azimuth, fill_percent=100 * (1 - valid_fraction),
+        properties={"musyq:source_product": scene.product_id, "musyq:reader": scene.reader,
+                    "musyq:angles": scene.angles.describe()},
+    )
+    item.set_self_href(str(item_path))
+    item.make_asset_hrefs_relative()
+    partial = item_path.with_name(f".{item_path.name}.partial")
+    partial.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
+    partial.replace(item_path)
+    return TileResult(tile.id, item_path, skipped=False, files=files, valid_fraction=valid_fraction)
+
+
+def run_ard(scene: Scene, out_dir: Path, options: ArdOptions, progress: Progress | None = None) -> list[TileResult]:
+    """Produce every requested tile of one scene; finished tiles are skipped unless ``overwrite``."""
+    results = []
+    for tile in select_tiles(scene, options.tiles):
+        if progress:
+            progress(tile.id)
+        results.append(process_tile(scene, tile, out_dir, options))
+    return results

@@ -1,0 +1,69 @@
+"""A small HTML report with quicklooks of what an ARD run produced."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from PIL import Image
+from rasterio.enums import Resampling
+
+QUICKLOOK_PIXELS = 360
+RGB_NAMES = ("red", "green", "blue")
+
+
+def quicklook_png(toa_path: Path) -> bytes:
+    """True-colour PNG of a TOA layer, stretched between the 2nd and 98th percentiles of the data."""
+    with rasterio.open(toa_path) as dataset:
+        names = list(dataset.descriptions)
+        indexes = [names.index(n) + 1 for n in RGB_NAMES if n in names] or [1, 1, 1]
+        indexes = (indexes * 3)[:3]
+        scale = QUICKLOOK_PIXELS / max(dataset.width, dataset.height)
+        shape = (max(1, int(dataset.height * scale)), max(1, int(dataset.width * scale)))
+        rgb = dataset.read(indexes, out_shape=(3, *shape), resampling=Resampling.average).astype(np.float32)
+    valid = rgb.min(axis=0) > 0
+    image = np.zeros((*shape, 4), dtype=np.uint8)
+    if valid.any():
+        low, high = np.percentile(rgb[:, valid], [2, 98])
+        stretched = np.clip((rgb - low) / max(high - low, 1.0), 0, 1) ** 0.8
+        image[..., :3] = (np.moveaxis(stretched, 0, -1) * 255).astype(np.uint8)
+    image[..., 3] = np.where(valid, 255, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(image, "RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_report(out_dir: Path, item_paths: list[Path]) -> Path:
+    """One card per STAC item: quicklook, sensor, tile, date, data coverage and the layer files."""
+    cards = []
+    for item_path in sorted(item_paths):
+        item = json.loads(item_path.read_text())
+        assets = item["assets"]
+        toa = item_path.parent / assets["TOA"]["href"]
+        png = base64.b64encode(quicklook_png(toa)).decode()
+        props = item["properties"]
+        files = "".join(f"<li>{html.escape(k)}: <code>{html.escape(str((item_path.parent / a['href']).relative_to(out_dir)))}</code></li>"
+                        for k, a in assets.items())
+        cards.append(
+            f"<div class='card'><img src='data:image/png;base64,{png}' alt='quicklook'>"
+            f"<h3>{html.escape(item['id'])}</h3><p>{html.escape(props['platform'])} · tile {html.escape(props['mgrs:tile'])} · "
+            f"{html.escape(props['datetime'])} · {100 - props['musyq:fill_percent']:.1f}% data · sun elevation "
+            f"{props.get('view:sun_elevation', float('nan')):.1f}°</p><ul>{files}</ul></div>"
+        )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>musyq demo</title><style>"
+        "body{font-family:sans-serif;margin:2em;background:#f6f6f4}.card{display:inline-block;vertical-align:top;"
+        "width:380px;margin:8px;padding:10px;background:white;border-radius:6px;box-shadow:0 1px 3px #0002}"
+        "img{width:360px;background:repeating-conic-gradient(#ddd 0 25%,#fff 0 50%) 0 0/16px 16px}"
+        "h3{font-size:13px;word-break:break-all}p,li{font-size:12px}</style></head><body>"
+        f"<h1>musyq ARD</h1><p>{len(cards)} tile(s); STAC collection: <code>collection.json</code></p>"
+        + "".join(cards) + "</body></html>"
+    )
+    report = out_dir / "report.html"
+    report.write_text(page)
+    return report
