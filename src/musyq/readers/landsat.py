@@ -129,7 +129,7 @@ def _angle_grid(files: dict[str, Path]) -> AngleGrids:
             data = dataset.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest).astype(float) / 100
             x_step = dataset.width / shape[1] * dataset.res[0]
             y_step = dataset.height / shape[0] * dataset.res[1]
-            origin = dataset.transform * (0.5 * dataset.width / shape[1], 0.5 * dataset.height / shape[0])
+            origin = dataset.transform @ (0.5 * dataset.width / shape[1], 0.5 * dataset.height / shape[0])
             crs = dataset.crs.to_string()
         layers[kind] = np.where(data == 0, np.nan, data)
     return AngleGrids(
