@@ -108,7 +108,7 @@ def toa_on_tile(
 
 def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -> TileResult:
     name = ProductName(scene.sensor.id, options.resolution, scene.acquired, tile.id, options.version)
-    folder = out_dir / tile.id / name.item_id
+    folder = out_dir.resolve() / tile.id / name.item_id
     item_path = folder / f"{name.item_id}.json"
     if not options.overwrite and _finished(item_path):
         return TileResult(tile.id, item_path, skipped=True)

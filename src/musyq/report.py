@@ -40,6 +40,7 @@ def quicklook_png(toa_path: Path) -> bytes:
 
 def write_report(out_dir: Path, item_paths: list[Path]) -> Path:
     """One card per STAC item: quicklook, sensor, tile, date, data coverage and the layer files."""
+    out_dir = out_dir.resolve()
     cards = []
     for item_path in sorted(item_paths):
         item = json.loads(item_path.read_text())

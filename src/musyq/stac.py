@@ -99,7 +99,7 @@ def empty_collection() -> pystac.Collection:
 
 def update_collection(out_dir: Path, item_files: list[Path]) -> Path:
     """Add the item files to the output folder's Collection (created on first use) and save it."""
-    collection_path = out_dir / COLLECTION_FILE
+    collection_path = out_dir.resolve() / COLLECTION_FILE
     items = {}
     if collection_path.exists():
         old = pystac.Collection.from_file(str(collection_path))
