@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
+from numba import njit, prange
 from scipy import ndimage
 
 from musyq.solar import solar_angles
@@ -32,16 +33,26 @@ LATTICE_STEP = 16
 
 @dataclass(frozen=True, eq=False)
 class Angles:
-    """Per-pixel angles in degrees; azimuths clockwise from north."""
+    """Per-pixel angles in degrees, azimuths clockwise from north, stacked in the order of the ARD angle
+    layer: sun azimuth, sun zenith, view azimuth, view zenith."""
 
-    sun_zenith: F32
-    sun_azimuth: F32
-    view_zenith: F32
-    view_azimuth: F32
+    values: F32
 
-    def stack(self) -> F32:
-        """Bands in the order of the ARD angle layer: sun azimuth, sun zenith, view azimuth, view zenith."""
-        return np.stack([self.sun_azimuth, self.sun_zenith, self.view_azimuth, self.view_zenith])
+    @property
+    def sun_azimuth(self) -> F32:
+        return self.values[0]
+
+    @property
+    def sun_zenith(self) -> F32:
+        return self.values[1]
+
+    @property
+    def view_azimuth(self) -> F32:
+        return self.values[2]
+
+    @property
+    def view_zenith(self) -> F32:
+        return self.values[3]
 
 
 class AngleModel(Protocol):
@@ -62,20 +73,54 @@ def _lattice(geobox: GeoBox, step: int) -> tuple[F64, F64, F64, F64]:
     return x, y, rows, cols
 
 
-def _upsample(values: F64, rows: F64, cols: F64, shape: tuple[int, int]) -> F32:
-    """Bilinear interpolation from the lattice to every pixel of ``shape``."""
-    row_pos = np.interp(np.arange(shape[0]), rows, np.arange(rows.size))
-    col_pos = np.interp(np.arange(shape[1]), cols, np.arange(cols.size))
-    r0 = np.clip(np.floor(row_pos).astype(int), 0, max(rows.size - 2, 0))
-    c0 = np.clip(np.floor(col_pos).astype(int), 0, max(cols.size - 2, 0))
-    r1 = np.minimum(r0 + 1, rows.size - 1)
-    c1 = np.minimum(c0 + 1, cols.size - 1)
-    fr = (row_pos - r0).astype(np.float32)[:, None]
-    fc = (col_pos - c0).astype(np.float32)[None, :]
-    v = values.astype(np.float32)
-    top = v[r0][:, c0] * (1 - fc) + v[r0][:, c1] * fc
-    bottom = v[r1][:, c0] * (1 - fc) + v[r1][:, c1] * fc
-    return np.asarray(top * (1 - fr) + bottom * fr, dtype=np.float32)
+def _interpolation_weights(lattice: F64, size: int) -> tuple[NDArray[np.int64], F32]:
+    """For every pixel index: the lattice node below it and the fractional distance to the next node."""
+    position = np.interp(np.arange(size), lattice, np.arange(lattice.size))
+    lower = np.clip(np.floor(position).astype(np.int64), 0, max(lattice.size - 2, 0))
+    return lower, (position - lower).astype(np.float32)
+
+
+@njit(inline="always", cache=True)
+def _blend(
+    grid: NDArray[np.float32], r0: int, r1: int, c0: int, c1: int, w00: float, w01: float, w10: float, w11: float
+) -> float:  # pragma: no cover - compiled
+    return w00 * grid[r0, c0] + w01 * grid[r0, c1] + w10 * grid[r1, c0] + w11 * grid[r1, c1]
+
+
+@njit(parallel=True, cache=True)
+def _fill_angles(
+    components: NDArray[np.float32], row_lower: NDArray[np.int64], row_frac: NDArray[np.float32],
+    col_lower: NDArray[np.int64], col_frac: NDArray[np.float32], out: NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    """Bilinear interpolation of the lattice components to every pixel, converted back to angles.
+
+    ``components``: sun zenith, sin and cos of sun azimuth, east and north of tan(view zenith) on the lattice.
+    """
+    n_rows, n_cols = components.shape[1], components.shape[2]
+    degrees = np.float32(180.0 / np.pi)
+    for i in prange(out.shape[1]):
+        r0 = row_lower[i]
+        r1 = min(r0 + 1, n_rows - 1)
+        fr = row_frac[i]
+        for j in range(out.shape[2]):
+            c0 = col_lower[j]
+            c1 = min(c0 + 1, n_cols - 1)
+            fc = col_frac[j]
+            w00 = (1 - fr) * (1 - fc)
+            w01 = (1 - fr) * fc
+            w10 = fr * (1 - fc)
+            w11 = fr * fc
+            sz = _blend(components[0], r0, r1, c0, c1, w00, w01, w10, w11)
+            sun_east = _blend(components[1], r0, r1, c0, c1, w00, w01, w10, w11)
+            sun_north = _blend(components[2], r0, r1, c0, c1, w00, w01, w10, w11)
+            view_east = _blend(components[3], r0, r1, c0, c1, w00, w01, w10, w11)
+            view_north = _blend(components[4], r0, r1, c0, c1, w00, w01, w10, w11)
+            sun_azimuth = np.arctan2(sun_east, sun_north) * degrees
+            view_azimuth = np.arctan2(view_east, view_north) * degrees
+            out[0, i, j] = sun_azimuth + 360 if sun_azimuth < 0 else sun_azimuth
+            out[1, i, j] = sz
+            out[2, i, j] = view_azimuth + 360 if view_azimuth < 0 else view_azimuth
+            out[3, i, j] = np.arctan(np.sqrt(view_east * view_east + view_north * view_north)) * degrees
 
 
 def _from_components(
@@ -84,18 +129,15 @@ def _from_components(
     """Evaluate sun (zenith, azimuth) and view (zenith, azimuth) on the lattice, then fill the grid."""
     x, y, rows, cols = _lattice(geobox, step)
     sun_zen, sun_az, view_zen, view_az = evaluate(x, y)
-    shape = geobox.shape.yx
-    sun_sin = _upsample(np.sin(np.radians(sun_az)), rows, cols, shape)
-    sun_cos = _upsample(np.cos(np.radians(sun_az)), rows, cols, shape)
     tan_view = np.tan(np.radians(view_zen))
-    view_east = _upsample(tan_view * np.sin(np.radians(view_az)), rows, cols, shape)
-    view_north = _upsample(tan_view * np.cos(np.radians(view_az)), rows, cols, shape)
-    return Angles(
-        sun_zenith=_upsample(sun_zen, rows, cols, shape),
-        sun_azimuth=(np.degrees(np.arctan2(sun_sin, sun_cos)) % 360).astype(np.float32),
-        view_zenith=np.degrees(np.arctan(np.hypot(view_east, view_north))).astype(np.float32),
-        view_azimuth=(np.degrees(np.arctan2(view_east, view_north)) % 360).astype(np.float32),
-    )
+    components = np.stack([
+        sun_zen, np.sin(np.radians(sun_az)), np.cos(np.radians(sun_az)),
+        tan_view * np.sin(np.radians(view_az)), tan_view * np.cos(np.radians(view_az)),
+    ]).astype(np.float32)
+    height, width = geobox.shape.yx
+    out = np.empty((4, height, width), dtype=np.float32)
+    _fill_angles(components, *_interpolation_weights(rows, height), *_interpolation_weights(cols, width), out)
+    return Angles(out)
 
 
 def _to_lonlat(geobox: GeoBox, x: F64, y: F64) -> tuple[F64, F64]:

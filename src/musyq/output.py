@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.shutil
+from numba import njit, prange
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from rasterio.io import MemoryFile
+from rasterio.windows import Window
 
 REFLECTANCE_SCALE = 10_000
 TEMPERATURE_SCALE = 100
@@ -55,19 +57,35 @@ class Layer:
     resampling: str = "average"
 
 
+@njit(parallel=True, cache=True)
+def _scale_to_uint16(
+    values: NDArray[np.float32], scale: float, out: NDArray[np.uint16]
+) -> None:  # pragma: no cover - compiled
+    """One pass: ``rint(value * scale)`` clipped to 1..65535, non-finite values to fill 0."""
+    for i in prange(values.size):
+        value = values[i]
+        if not np.isfinite(value):
+            out[i] = 0
+        else:
+            scaled = np.rint(value * scale)
+            out[i] = 1 if scaled < 1 else 65_535 if scaled > 65_535 else np.uint16(scaled)
+
+
+def _encode(values: NDArray[np.float32], scale: float) -> NDArray[np.uint16]:
+    source = np.ascontiguousarray(values, dtype=np.float32)
+    encoded = np.empty(source.shape, dtype=np.uint16)
+    _scale_to_uint16(source.reshape(-1), float(scale), encoded.reshape(-1))
+    return encoded
+
+
 def encode_reflectance(values: NDArray[np.float32]) -> NDArray[np.uint16]:
     """Reflectance to uint16 x 10000; fill (NaN) is 0, so valid values are kept at 1 or above."""
-    scaled = np.rint(values * REFLECTANCE_SCALE)
-    encoded = np.clip(scaled, 1, 65_535)
-    encoded[~np.isfinite(values)] = 0
-    return encoded.astype(np.uint16)
+    return _encode(values, REFLECTANCE_SCALE)
 
 
 def encode_temperature(values: NDArray[np.float32]) -> NDArray[np.uint16]:
     """Brightness temperature to uint16 kelvin x 100; fill is 0."""
-    encoded = np.clip(np.rint(values * TEMPERATURE_SCALE), 1, 65_535)
-    encoded[~np.isfinite(values)] = 0
-    return encoded.astype(np.uint16)
+    return _encode(values, TEMPERATURE_SCALE)
 
 
 def encode_angles(values: NDArray[np.float32], valid: NDArray[np.bool_]) -> NDArray[np.uint16]:
@@ -81,20 +99,30 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def write_cog(path: Path, layer: Layer, geobox: GeoBox, tags: dict[str, str] | None = None) -> Path:
-    """Write ``layer`` as a COG at ``path`` through a temporary name, so no partial file is ever visible."""
+def write_cog(
+    path: Path, layer: Layer, geobox: GeoBox, tags: dict[str, str] | None = None,
+    window: tuple[slice, slice] | None = None,
+) -> Path:
+    """Write ``layer`` as a COG at ``path`` through a temporary name, so no partial file is ever visible.
+
+    With ``window``, ``layer.data`` covers only those rows and columns of ``geobox``; the rest is fill,
+    and blocks that are fill throughout are left out of the file (a sparse COG) rather than stored.
+    """
     data = layer.data if layer.data.ndim == 3 else layer.data[None]
-    count, height, width = data.shape
+    count = data.shape[0]
+    height, width = geobox.shape.yx
     profile = {
         "driver": "GTiff", "count": count, "height": height, "width": width, "dtype": data.dtype.name,
         "crs": geobox.crs.to_wkt(), "transform": geobox.affine, "nodata": layer.nodata,
+        "tiled": True, "blockxsize": 512, "blockysize": 512, "sparse_ok": True,
     }
+    rows, cols = window or (slice(0, height), slice(0, width))
     target = temporary_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with MemoryFile() as memory:
             with memory.open(**profile) as dataset:
-                dataset.write(data)
+                dataset.write(data, window=Window.from_slices(rows, cols))
                 dataset.descriptions = layer.descriptions
                 dataset.scales = (layer.scale,) * count
                 dataset.offsets = (layer.offset,) * count
@@ -104,6 +132,7 @@ def write_cog(path: Path, layer: Layer, geobox: GeoBox, tags: dict[str, str] | N
                 rasterio.shutil.copy(
                     dataset, target, driver="COG", compress="DEFLATE", predictor="2", blocksize=512,
                     overview_resampling=layer.resampling, num_threads="ALL_CPUS", bigtiff="IF_SAFER",
+                    sparse_ok=True,
                 )
         os.replace(target, path)
     finally:

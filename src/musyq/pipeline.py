@@ -6,7 +6,9 @@ Reads like the recipe: ``open_scene -> tiles_touching -> (warp -> calibrate -> q
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from musyq.output import (
     encode_temperature,
     write_cog,
 )
-from musyq.scene import Scene
+from musyq.scene import BandSource, Scene
 from musyq.stac import AssetSpec, build_item, mean_angle
 from musyq.tiling import ReflectanceResampling, warp_band
 from musyq.toa import calibrate
@@ -86,24 +88,57 @@ def _finished(item_path: Path) -> bool:
     return all((item_path.parent / a["href"]).exists() for a in assets)
 
 
+def covered_window(scene: Scene, geobox: GeoBox, margin: int = 2) -> tuple[slice, slice] | None:
+    """Rows and columns of ``geobox`` the scene footprint covers (plus a margin for resampling kernels).
+
+    Only this window is warped and calibrated; the rest of the tile is fill, so a scene that clips a
+    tile corner costs in proportion to what it covers, not to the tile.
+    """
+    segment = 0.01 if scene.footprint.crs is not None and scene.footprint.crs.geographic else 1000.0
+    footprint = scene.footprint.to_crs(geobox.crs, resolution=segment)
+    left, bottom, right, top = footprint.boundingbox
+    inverse = ~geobox.affine
+    columns, rows = zip(*(inverse * corner for corner in ((left, top), (right, top), (left, bottom), (right, bottom))),
+                        strict=True)
+    height, width = geobox.shape.yx
+    row0, row1 = max(math.floor(min(rows)) - margin, 0), min(math.ceil(max(rows)) + margin, height)
+    col0, col1 = max(math.floor(min(columns)) - margin, 0), min(math.ceil(max(columns)) + margin, width)
+    if row0 >= row1 or col0 >= col1:
+        return None
+    return slice(row0, row1), slice(col0, col1)
+
+
 def toa_on_tile(
     scene: Scene, geobox: GeoBox, options: ArdOptions
 ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.bool_], NDArray[np.float32]]:
-    """Reflective TOA stack, thermal brightness temperatures, the valid-data mask and the angles on ``geobox``."""
+    """Reflective TOA stack, thermal brightness temperatures, the valid-data mask and the angles on ``geobox``.
+
+    Bands are read, warped and calibrated ``options.threads`` at a time straight into the output stacks.
+    """
     angles = scene.angles.on(geobox)
-    reflective, thermal = [], []
-    for source in scene.bands:
-        dn = warp_band(source, geobox, options.resampling, options.threads)
-        values = calibrate(dn, source.calibration, angles.sun_zenith, scene.earth_sun_distance)
-        (thermal if source.band.kind == "thermal" else reflective).append(values)
-    toa = np.stack(reflective)
+    reflective = [s for s in scene.bands if s.band.kind != "thermal"]
+    thermal = [s for s in scene.bands if s.band.kind == "thermal"]
+    toa = np.empty((len(reflective), *geobox.shape.yx), dtype=np.float32)
+    temperature = np.empty((len(thermal), *geobox.shape.yx), dtype=np.float32) if thermal else None
+
+    def load(source: BandSource, destination: NDArray[np.float32]) -> None:
+        dn = warp_band(source, geobox, options.resampling, options.threads, destination=destination)
+        destination[...] = calibrate(dn, source.calibration, angles.sun_zenith, scene.earth_sun_distance)
+
+    jobs = [(s, toa[i]) for i, s in enumerate(reflective)]
+    if temperature is not None:
+        jobs += [(s, temperature[i]) for i, s in enumerate(thermal)]
+    with ThreadPoolExecutor(max_workers=max(options.threads, 1)) as pool:
+        for future in [pool.submit(load, source, destination) for source, destination in jobs]:
+            future.result()
     valid = np.isfinite(toa).all(axis=0)
-    toa[:, ~valid] = np.nan
-    temperature = None
-    if thermal:
-        temperature = np.stack(thermal)
-        temperature[:, ~valid] = np.nan
-    return toa, temperature, valid, angles.stack()
+    invalid = ~valid
+    for band in toa:
+        band[invalid] = np.nan
+    if temperature is not None:
+        for band in temperature:
+            band[invalid] = np.nan
+    return toa, temperature, valid, angles.values
 
 
 def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -> TileResult:
@@ -113,14 +148,20 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     if not options.overwrite and _finished(item_path):
         return TileResult(tile.id, item_path, skipped=True)
     geobox = tile.geobox(options.resolution)
-    toa, temperature, valid, angles = toa_on_tile(scene, geobox, options)
-    valid_fraction = float(valid.mean())
-    if valid_fraction == 0:
+    window = covered_window(scene, geobox)
+    if window is None:
         return TileResult(tile.id, item_path, skipped=True)
+    toa, temperature, valid, angles = toa_on_tile(scene, geobox[window], options)
+    if not valid.any():
+        return TileResult(tile.id, item_path, skipped=True)
+    valid_fraction = float(valid.sum() / geobox.shape.yx[0] / geobox.shape.yx[1])
 
     reflective = [s.band for s in scene.bands if s.band.kind == "reflectance"]
     thermal = [s.band for s in scene.bands if s.band.kind == "thermal"]
     quality = np.where(valid, CLEAR, FILL).astype(np.uint8)
+    step = 4 if valid[::4, ::4].any() else 1  # scene means need no more than every 4th pixel
+    sun_azimuth, sun_zenith, view_azimuth, view_zenith = (
+        mean_angle(a[::step, ::step][valid[::step, ::step]]) for a in angles)
     tags = {"product_id": scene.product_id, "sensor": scene.sensor.id, "tile": tile.id,
             "datetime": scene.acquired.isoformat() + "Z"}
     layers: list[tuple[Layer, AssetSpec]] = []
@@ -141,8 +182,7 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
         "Pixel quality: 0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud", ("data-mask", "quality"),
         None, None)
 
-    files = [write_cog(spec.href, layer, geobox, tags) for layer, spec in layers]
-    sun_azimuth, sun_zenith, view_azimuth, view_zenith = (mean_angle(a[valid]) for a in angles)
+    files = [write_cog(spec.href, layer, geobox, tags, window) for layer, spec in layers]
     item = build_item(
         name.item_id, scene.sensor, scene.acquired, tile.id, geobox, [spec for _, spec in layers],
         sun_azimuth, sun_zenith, view_zenith, view_azimuth, fill_percent=100 * (1 - valid_fraction),
