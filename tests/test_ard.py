@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pystac.validation
 import pytest
 import rasterio
 from odc.stac import load
+from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 from typer.testing import CliRunner
 
@@ -87,6 +90,36 @@ def test_bad_inputs_end_with_one_clear_message_and_no_partial_output(samples: Pa
     assert "[exit 1]" in output and "--sensor" in output
 
 
+def test_truncated_band_file_is_named_and_leaves_nothing_behind(samples: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ard"
+    product = samples / "S2A_MSIL1C_20170729_T19UDP_900m"
+    red = product / "B04.jp2"
+    red.chmod(0o644)
+    with red.open("r+b") as handle:
+        handle.truncate(red.stat().st_size // 2)
+    output = run("ard", str(product), "--out", str(out), "--resolution", "900", "--tile", "19UDP")
+    assert "[exit 1]" in output and "B04.jp2" in output and "cannot read band B04" in output
+    assert not list(out.rglob("*.tif")) and not list(out.rglob("*.partial")) and not list(out.rglob("*.json"))
+
+
+def test_demo_with_a_relative_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    output = run("demo", "--out", "demo-out")
+    assert "[exit 0]" in output
+    out = tmp_path / "demo-out"
+    items = sorted(out.glob("*/*/*.json"))
+    report = (out / "report.html").read_text()
+    collection = pystac.Collection.from_file(str(out / "collection.json"))
+    linked = list(collection.get_items())
+    assert len(linked) == len(items) >= 10
+    for item in linked:
+        for asset in item.assets.values():
+            assert Path(asset.get_absolute_href()).is_file(), asset.href
+    assert report.count("data:image/png;base64,") == len(items)
+    listed = re.findall(r"<code>([^<]+)</code>", report)
+    assert len(listed) >= 3 * len(items) and all((out / name).is_file() for name in listed)
+
+
 def test_plain_band_stack_with_user_given_sensor_and_time(samples: Path, tmp_path: Path) -> None:
     crop = samples / "S2A_20160112_T18SVG_crop"
     (crop / "s2_B09.tif").unlink()
@@ -105,3 +138,12 @@ def test_plain_band_stack_with_user_given_sensor_and_time(samples: Path, tmp_pat
         inner = ours[1:-1, 1:-1].astype(float)
         assert inner.min() > 0
         assert inner.mean() == pytest.approx(native[15:-15, 15:-15].mean(), rel=0.01)
+        # 10 m -> 30 m on the band's own grid: each output pixel is the mean of its 3 x 3 input pixels
+        window = dataset.window(*blue.bounds)
+        row, col = math.ceil(window.row_off), math.ceil(window.col_off)
+        left, top = dataset.xy(row, col, offset="ul")
+        source_col, source_row = (round(v) for v in ~blue.transform * (left, top))
+        n = 100
+        ours = dataset.read(2, window=Window(col, row, n, n)).astype(float)
+        block = native[source_row:source_row + 3 * n, source_col:source_col + 3 * n]
+        np.testing.assert_array_equal(ours, np.rint(block.reshape(n, 3, n, 3).mean(axis=(1, 3))))

@@ -7,6 +7,7 @@ only the output pixels, which at 30 m are a ninth of the 10 m input.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 import numpy as np
@@ -16,8 +17,8 @@ from numba import njit
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
-from rasterio.warp import reproject
-from rasterio.windows import Window
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
 
 from musyq.errors import InputError
 from musyq.scene import BandSource
@@ -98,6 +99,27 @@ def _coarsen_aligned(
                    0.0 if nodata is None else float(nodata), destination)
 
 
+def _root_cause(error: BaseException) -> str:
+    """GDAL's own words: rasterio chains the driver's message under a generic one."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return str(error).strip()
+
+
+def source_window(dataset: rasterio.io.DatasetReader, geobox: GeoBox, margin: int = 3) -> Window | None:
+    """The input pixels that can contribute to ``geobox`` (with room for resampling kernels), or None."""
+    left, bottom, right, top = transform_bounds(geobox.crs.to_wkt(), dataset.crs, *geobox.boundingbox,
+                                                densify_pts=21)
+    window = from_bounds(left, bottom, right, top, dataset.transform)
+    col0 = max(math.floor(window.col_off) - margin, 0)
+    row0 = max(math.floor(window.row_off) - margin, 0)
+    col1 = min(math.ceil(window.col_off + window.width) + margin, dataset.width)
+    row1 = min(math.ceil(window.row_off + window.height) + margin, dataset.height)
+    if col0 >= col1 or row0 >= row1:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
 def warp_band(
     source: BandSource, geobox: GeoBox, method: ReflectanceResampling = ReflectanceResampling.bilinear,
     threads: int = 2, destination: NDArray[np.float32] | None = None,
@@ -106,7 +128,9 @@ def warp_band(
 
     Coarsening by a whole factor on the input's own grid (10 m Sentinel-2 to 30 m on its tile) is a
     block mean of the decoded pixels, which equals GDAL's area average at a fraction of its cost;
-    everything else goes through GDAL's warper.
+    everything else goes through GDAL's warper. Either way only the input window under ``geobox`` is
+    decoded, and it is decoded by a plain read, which fails loudly on a damaged file where the warper
+    would log the error and carry on.
     """
     if destination is None:
         destination = np.empty(geobox.shape.yx, dtype=np.float32)
@@ -119,18 +143,22 @@ def warp_band(
             if factor is not None:
                 _coarsen_aligned(dataset, source.index, source.nodata, geobox, factor, destination)
                 return destination
-            resampling = resampling_for(abs(dataset.res[0]), abs(geobox.resolution.x), method)
+            window = source_window(dataset, geobox)
+            if window is None:
+                return destination
             reproject(
-                source=rasterio.band(dataset, source.index),
+                source=dataset.read(source.index, window=window),
                 destination=destination,
+                src_transform=dataset.window_transform(window),
+                src_crs=dataset.crs,
                 src_nodata=source.nodata,
                 dst_transform=geobox.affine,
                 dst_crs=geobox.crs.to_wkt(),
                 dst_nodata=np.nan,
-                resampling=resampling,
+                resampling=resampling_for(abs(dataset.res[0]), abs(geobox.resolution.x), method),
                 num_threads=threads,
                 warp_mem_limit=256,
             )
     except rasterio.RasterioIOError as exc:
-        raise InputError(source.path, f"cannot read band {source.band.id} ({exc})") from exc
+        raise InputError(source.path, f"cannot read band {source.band.id}: {_root_cause(exc)}") from exc
     return destination
