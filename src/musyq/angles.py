@@ -213,6 +213,68 @@ class AngleGrids:
         return f"angle grids every {self.step:g} m from product metadata"
 
 
+WGS84_A = 6_378_137.0
+WGS84_E2 = 6.694379990141317e-3
+
+
+def _ground_frame(lon: F64, lat: F64) -> tuple[F64, F64, F64, F64]:
+    """ECEF position on the ellipsoid and the local east, north and up unit vectors (stacked last)."""
+    lam, phi = np.radians(lon), np.radians(lat)
+    radius = WGS84_A / np.sqrt(1 - WGS84_E2 * np.sin(phi) ** 2)
+    position = np.stack([radius * np.cos(phi) * np.cos(lam), radius * np.cos(phi) * np.sin(lam),
+                         radius * (1 - WGS84_E2) * np.sin(phi)], axis=-1)
+    east = np.stack([-np.sin(lam), np.cos(lam), np.zeros_like(lam)], axis=-1)
+    north = np.stack([-np.sin(phi) * np.cos(lam), -np.sin(phi) * np.sin(lam), np.cos(phi)], axis=-1)
+    up = np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=-1)
+    return position, east, north, up
+
+
+def view_from_track(lon: F64, lat: F64, track: F64) -> tuple[F64, F64]:
+    """View zenith and azimuth (ground towards satellite) from an orbit sampled in ECEF metres.
+
+    A pushbroom sensor images a point when the point crosses the plane through the satellite normal to
+    its velocity; that crossing is found between the two track samples where ``(P - S) . V`` changes sign.
+    """
+    velocity = np.gradient(track, axis=0)
+    ground, east, north, up = _ground_frame(lon.ravel(), lat.ravel())
+    ahead = np.einsum("pk,tk->pt", ground, velocity) - np.einsum("tk,tk->t", track, velocity)[None, :]
+    crossed = (ahead[:, :-1] >= 0) & (ahead[:, 1:] < 0)
+    last = track.shape[0] - 2
+    step = np.where(crossed.any(axis=1), crossed.argmax(axis=1), np.where(ahead[:, 0] < 0, 0, last))
+    rows = np.arange(ground.shape[0])
+    before, after = ahead[rows, step], ahead[rows, step + 1]
+    fraction = np.clip(before / np.where(before != after, before - after, 1.0), 0.0, 1.0)[:, None]
+    satellite = track[step] * (1 - fraction) + track[step + 1] * fraction
+    sight = satellite - ground
+    up_part = np.einsum("pk,pk->p", sight, up)
+    east_part = np.einsum("pk,pk->p", sight, east)
+    north_part = np.einsum("pk,pk->p", sight, north)
+    zenith = np.degrees(np.arctan2(np.hypot(east_part, north_part), up_part))
+    azimuth = np.degrees(np.arctan2(east_part, north_part)) % 360
+    return zenith.reshape(lon.shape), azimuth.reshape(lon.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class EphemerisAngles:
+    """Sun from the solar position at the scene time; view from the satellite track (Landsat ANG files)."""
+
+    acquired: datetime
+    track: F64  # (samples, 3) ECEF metres
+
+    def on(self, geobox: GeoBox) -> Angles:
+        def evaluate(x: F64, y: F64) -> tuple[F64, F64, F64, F64]:
+            lon, lat = _to_lonlat(geobox, x, y)
+            zenith, azimuth = solar_angles(self.acquired, lat, lon)
+            view_zenith, view_azimuth = view_from_track(lon, lat, self.track)
+            return zenith, azimuth, view_zenith, view_azimuth
+
+        return _from_components(geobox, evaluate)
+
+    def describe(self) -> str:
+        return (f"sun from solar position at {self.acquired:%Y-%m-%dT%H:%M:%SZ}; view from the satellite "
+                f"ephemeris ({self.track.shape[0]} samples)")
+
+
 def fill_gaps(grid: F64) -> F64:
     """Replace NaN nodes by their nearest valid node (grids stop at the swath edge)."""
     missing = ~np.isfinite(grid)

@@ -13,7 +13,7 @@ import numpy as np
 import rasterio
 from odc.geo.geom import polygon
 
-from musyq.angles import AngleGrids, AngleModel, SolarPositionAngles, fill_gaps
+from musyq.angles import AngleGrids, AngleModel, EphemerisAngles, SolarPositionAngles, fill_gaps
 from musyq.errors import InputError, UnknownProductError
 from musyq.readers.odl import Group, find_value, read_metadata_file
 from musyq.scene import BandSource, RescaledReflectance, Scene, ThermalCalibration
@@ -139,6 +139,26 @@ def _angle_grid(files: dict[str, Path]) -> AngleGrids:
     )
 
 
+def read_track(path: Path) -> np.ndarray:
+    """The satellite's ECEF positions (metres, one row per sample) from an ANG angle-coefficient file."""
+    groups = read_metadata_file(path)
+    columns = [find_value(groups, f"EPHEMERIS_ECEF_{axis}", "EPHEMERIS") for axis in "XYZ"]
+    if any(c is None for c in columns):
+        raise InputError(path, "ANG file has no EPHEMERIS_ECEF_X/Y/Z")
+    track = np.stack([np.asarray(c, dtype=float) for c in columns], axis=1)
+    radius = np.linalg.norm(track, axis=1)
+    if track.shape[0] < 3 or not np.all((radius > 6.5e6) & (radius < 8.0e6)):
+        raise InputError(path, "ANG ephemeris is not an orbit (needs at least 3 ECEF samples 100-1600 km up)")
+    return track
+
+
+def find_ang(mtl_path: Path, groups: Group) -> Path | None:
+    named = find_value(groups, "FILE_NAME_ANGLE_COEFFICIENT")
+    candidates = [mtl_path.parent / str(named)] if named else []
+    candidates += sorted(mtl_path.parent.glob("*_ANG.txt"))
+    return next((c for c in candidates if c.is_file()), None)
+
+
 def find_mtl(path: Path) -> Path | None:
     if path.is_file():
         return path if MTL_NAME.search(path.name) else None
@@ -162,7 +182,8 @@ class LandsatReader:
     def open(self, path: Path) -> Scene:
         mtl_path = find_mtl(path)
         assert mtl_path is not None
-        meta = parse_mtl(read_metadata_file(mtl_path), mtl_path)
+        groups = read_metadata_file(mtl_path)
+        meta = parse_mtl(groups, mtl_path)
         if meta.processing_level.startswith("L2"):
             raise UnknownProductError(mtl_path, f"{meta.processing_level} is a Level-2 product; musyq reads Level-1")
         sensor = get_sensor(meta.spacecraft)
@@ -191,11 +212,15 @@ class LandsatReader:
             notes.append(f"bands absent from the product: {', '.join(missing)}")
         angle_paths = {k: folder / v for k, v in meta.angle_files.items()}
         angles: AngleModel
+        ang_path = find_ang(mtl_path, groups)
         if len(angle_paths) == 4 and all(p.exists() for p in angle_paths.values()):
             angles = _angle_grid(angle_paths)
+        elif ang_path is not None:
+            angles = EphemerisAngles(meta.acquired, read_track(ang_path))
         else:
             angles = SolarPositionAngles(meta.acquired)
-            notes.append("no angle bands: sun angles computed per pixel from the scene time, view assumed nadir")
+            notes.append("no angle bands or ANG file: sun angles computed per pixel from the scene time, "
+                         "view assumed nadir")
         for note in notes:
             warnings.warn(f"{path}: {note}", stacklevel=2)
         with rasterio.open(sources[0].path) as dataset:
