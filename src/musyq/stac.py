@@ -37,8 +37,21 @@ class AssetSpec:
     unit: str | None = None
 
 
+# The eo extension's closed list of common names; musyq's finer names map onto it.
+EO_COMMON_NAMES = {"coastal", "blue", "green", "red", "rededge", "yellow", "pan", "nir", "nir08", "nir09", "cirrus",
+                   "swir16", "swir22", "lwir", "lwir11", "lwir12"}
+EO_ALIASES = {"rededge1": "rededge", "rededge2": "rededge", "rededge3": "rededge", "wv": "nir09",
+              "lwir-high-gain": "lwir"}
+
+
+def eo_common_name(name: str) -> str | None:
+    """The eo common name of a musyq band name, or None where the eo list has none."""
+    name = EO_ALIASES.get(name, name)
+    return name if name in EO_COMMON_NAMES else None
+
+
 def _eo_band(band: Band) -> EOBand:
-    return EOBand.create(name=band.common_name, common_name=band.common_name if band.kind == "reflectance" else None,
+    return EOBand.create(name=band.common_name, common_name=eo_common_name(band.common_name),
                          description=band.id, center_wavelength=band.center_wavelength,
                          full_width_half_max=band.full_width_half_max)
 
