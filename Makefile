@@ -15,6 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/musyq demo --out musyq-demo
 
 test: $(STAMP)
+	$(PY) -m mypy
 	$(PY) -m pytest -n 2 -q
 
 bench: $(STAMP)

@@ -43,7 +43,7 @@ FLOOR = textwrap.dedent("""
     inputs, out, resolution = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
     geobox = get_tile(sys.argv[4]).geobox(resolution)
     bands = []
-    for path in sorted(inputs.iterdir()):
+    for path in sorted(p for p in inputs.iterdir() if p.suffix in ('.tif', '.jp2')):
         with rasterio.open(path) as src:
             data = np.zeros(geobox.shape.yx, dtype=np.uint16)
             reproject(rasterio.band(src, 1), data, dst_transform=geobox.affine, dst_crs=geobox.crs.to_wkt(),

@@ -23,6 +23,7 @@ from numba import njit, prange
 from scipy import ndimage
 
 from musyq.solar import solar_angles
+from musyq.grid import crs_wkt
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -40,19 +41,19 @@ class Angles:
 
     @property
     def sun_azimuth(self) -> F32:
-        return self.values[0]
+        return np.asarray(self.values[0])
 
     @property
     def sun_zenith(self) -> F32:
-        return self.values[1]
+        return np.asarray(self.values[1])
 
     @property
     def view_azimuth(self) -> F32:
-        return self.values[2]
+        return np.asarray(self.values[2])
 
     @property
     def view_zenith(self) -> F32:
-        return self.values[3]
+        return np.asarray(self.values[3])
 
 
 class AngleModel(Protocol):
@@ -84,7 +85,7 @@ def _interpolation_weights(lattice: F64, size: int) -> tuple[NDArray[np.int64], 
 def _blend(
     grid: NDArray[np.float32], r0: int, r1: int, c0: int, c1: int, w00: float, w01: float, w10: float, w11: float
 ) -> float:  # pragma: no cover - compiled
-    return w00 * grid[r0, c0] + w01 * grid[r0, c1] + w10 * grid[r1, c0] + w11 * grid[r1, c1]
+    return float(w00 * grid[r0, c0] + w01 * grid[r0, c1] + w10 * grid[r1, c0] + w11 * grid[r1, c1])
 
 
 @njit(parallel=True, cache=True)
@@ -141,7 +142,7 @@ def _from_components(
 
 
 def _to_lonlat(geobox: GeoBox, x: F64, y: F64) -> tuple[F64, F64]:
-    transformer = Transformer.from_crs(geobox.crs.to_wkt(), "EPSG:4326", always_xy=True)
+    transformer = Transformer.from_crs(crs_wkt(geobox), "EPSG:4326", always_xy=True)
     lon, lat = transformer.transform(x, y)
     return np.asarray(lon), np.asarray(lat)
 
@@ -188,7 +189,7 @@ class AngleGrids:
 
         def evaluate(x: F64, y: F64) -> tuple[F64, F64, F64, F64]:
             if not same_crs:
-                transformer = Transformer.from_crs(geobox.crs.to_wkt(), self.crs, always_xy=True)
+                transformer = Transformer.from_crs(crs_wkt(geobox), self.crs, always_xy=True)
                 x, y = (np.asarray(v) for v in transformer.transform(x, y))
             coords = np.stack([(self.origin_y - y) / self.step, (x - self.origin_x) / self.step])
 

@@ -48,6 +48,13 @@ class Tile:
         return GeoBox((pixels, pixels), Affine(resolution, 0, self.ulx, 0, -resolution, self.uly), self.crs)
 
 
+def crs_wkt(geobox: GeoBox) -> str:
+    """The WKT of a geobox's CRS; every grid musyq writes on has one."""
+    if geobox.crs is None:
+        raise GridError("the pixel grid has no coordinate reference system")
+    return str(geobox.crs.to_wkt())
+
+
 @dataclass(frozen=True, eq=False)
 class _TileTable:
     ids: NDArray[np.str_]

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
+from musyq.grid import crs_wkt
 
 REFLECTANCE_SCALE = 10_000
 TEMPERATURE_SCALE = 100
@@ -113,7 +114,7 @@ def write_cog(
     height, width = geobox.shape.yx
     profile = {
         "driver": "GTiff", "count": count, "height": height, "width": width, "dtype": data.dtype.name,
-        "crs": geobox.crs.to_wkt(), "transform": geobox.affine, "nodata": layer.nodata,
+        "crs": crs_wkt(geobox), "transform": geobox.affine, "nodata": layer.nodata,
         "tiled": True, "blockxsize": 512, "blockysize": 512, "sparse_ok": True,
     }
     rows, cols = window or (slice(0, height), slice(0, width))

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 
 from musyq.errors import GridError
-from musyq.grid import Tile, get_tile, tiles_touching
+from musyq.grid import Tile, crs_wkt, get_tile, tiles_touching
 from musyq.output import (
     ANGLE_NODATA,
     ANGLE_SCALE,
@@ -33,6 +33,7 @@ from musyq.output import (
     write_cog,
 )
 from musyq.scene import BandSource, Scene
+from musyq.sensors import Band
 from musyq.stac import AssetSpec, build_item, mean_angle
 from musyq.tiling import ReflectanceResampling, warp_band
 from musyq.toa import calibrate
@@ -95,7 +96,7 @@ def covered_window(scene: Scene, geobox: GeoBox, margin: int = 2) -> tuple[slice
     tile corner costs in proportion to what it covers, not to the tile.
     """
     segment = 0.01 if scene.footprint.crs is not None and scene.footprint.crs.geographic else 1000.0
-    footprint = scene.footprint.to_crs(geobox.crs, resolution=segment)
+    footprint = scene.footprint.to_crs(crs_wkt(geobox), resolution=segment)
     left, bottom, right, top = footprint.boundingbox
     inverse = ~geobox.affine
     columns, rows = zip(*(inverse * corner for corner in ((left, top), (right, top), (left, bottom), (right, bottom))),
@@ -131,7 +132,7 @@ def toa_on_tile(
     with ThreadPoolExecutor(max_workers=max(options.threads, 1)) as pool:
         for future in [pool.submit(load, source, destination) for source, destination in jobs]:
             future.result()
-    valid = np.isfinite(toa).all(axis=0)
+    valid: NDArray[np.bool_] = np.asarray(np.isfinite(toa).all(axis=0))
     invalid = ~valid
     for band in toa:
         band[invalid] = np.nan
@@ -166,7 +167,7 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
             "datetime": scene.acquired.isoformat() + "Z"}
     layers: list[tuple[Layer, AssetSpec]] = []
 
-    def add(layer: Layer, title: str, roles: tuple[str, ...], bands: tuple | None, unit: str | None) -> None:
+    def add(layer: Layer, title: str, roles: tuple[str, ...], bands: tuple[Band, ...] | None, unit: str | None) -> None:
         layers.append((layer, AssetSpec(layer.name, folder / name.layer(layer.name), title, roles, bands,
                                         layer.descriptions, layer.nodata, layer.scale, unit)))
 

@@ -137,7 +137,7 @@ class SpectralResponse:
     response: NDArray[np.float64]  # (band, wavelength), peak-normalised
 
     def of(self, band_id: str) -> NDArray[np.float64]:
-        return self.response[self.band_ids.index(band_id)]
+        return np.asarray(self.response[self.band_ids.index(band_id)], dtype=np.float64)
 
 
 @cache
@@ -187,7 +187,7 @@ def band_average(
     denominator = covered.astype(float) @ kernel.T
     with np.errstate(invalid="ignore", divide="ignore"):
         result = numerator / denominator
-    return result.reshape(values.shape[:-1] + (len(band_ids),))
+    return np.asarray(result.reshape(values.shape[:-1] + (len(band_ids),)), dtype=np.float64)
 
 
 @cache

@@ -104,7 +104,7 @@ def empty_collection() -> pystac.Collection:
         id=COLLECTION_ID,
         description="musyq analysis-ready data on the Sentinel-2 MGRS tile grid",
         extent=pystac.Extent(pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
-                             pystac.TemporalExtent([[None, None]])),
+                             pystac.TemporalExtent([[None, None]])),  # type: ignore[arg-type]
         license="various",
         title="musyq ARD",
     )
@@ -113,7 +113,7 @@ def empty_collection() -> pystac.Collection:
 def update_collection(out_dir: Path, item_files: list[Path]) -> Path:
     """Add the item files to the output folder's Collection (created on first use) and save it."""
     collection_path = out_dir.resolve() / COLLECTION_FILE
-    items = {}
+    items: dict[Path, None] = {}  # ordered set of item files
     if collection_path.exists():
         old = pystac.Collection.from_file(str(collection_path))
         for link in old.get_item_links():
@@ -129,8 +129,8 @@ def update_collection(out_dir: Path, item_files: list[Path]) -> Path:
     if loaded:
         collection.extent = pystac.Extent.from_items(loaded)
     collection.set_self_href(str(collection_path))
-    for item, path in zip(loaded, items, strict=True):
-        item.set_self_href(str(path))
+    for item, item_path in zip(loaded, items, strict=True):
+        item.set_self_href(str(item_path))
     collection.make_all_asset_hrefs_relative()
     collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return collection_path

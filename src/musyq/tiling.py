@@ -22,6 +22,7 @@ from rasterio.windows import Window, from_bounds
 
 from musyq.errors import InputError
 from musyq.scene import BandSource
+from musyq.grid import crs_wkt
 
 
 class ReflectanceResampling(str, Enum):
@@ -72,7 +73,7 @@ def aligned_factor(dataset: rasterio.io.DatasetReader, geobox: GeoBox) -> int | 
     if source.b or source.d or target.b or target.d or dataset.crs is None or geobox.crs != dataset.crs.to_wkt():
         return None
     factor = target.a / source.a
-    k = round(factor)
+    k = int(round(factor))
     if k < 2 or abs(factor - k) > 1e-9 or abs(target.e / source.e - k) > 1e-9:
         return None
     col_shift, row_shift = (target.c - source.c) / source.a, (target.f - source.f) / source.e
@@ -108,7 +109,7 @@ def _root_cause(error: BaseException) -> str:
 
 def source_window(dataset: rasterio.io.DatasetReader, geobox: GeoBox, margin: int = 3) -> Window | None:
     """The input pixels that can contribute to ``geobox`` (with room for resampling kernels), or None."""
-    left, bottom, right, top = transform_bounds(geobox.crs.to_wkt(), dataset.crs, *geobox.boundingbox,
+    left, bottom, right, top = transform_bounds(crs_wkt(geobox), dataset.crs, *geobox.boundingbox,
                                                 densify_pts=21)
     window = from_bounds(left, bottom, right, top, dataset.transform)
     col0 = max(math.floor(window.col_off) - margin, 0)
@@ -153,7 +154,7 @@ def warp_band(
                 src_crs=dataset.crs,
                 src_nodata=source.nodata,
                 dst_transform=geobox.affine,
-                dst_crs=geobox.crs.to_wkt(),
+                dst_crs=crs_wkt(geobox),
                 dst_nodata=np.nan,
                 resampling=resampling_for(abs(dataset.res[0]), abs(geobox.resolution.x), method),
                 num_threads=threads,

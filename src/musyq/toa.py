@@ -67,7 +67,7 @@ def brightness_temperature(radiance: ArrayLike, k1: float, k2: float) -> FloatAr
     """Planck inversion with the band constants: ``K2 / ln(K1 / L + 1)`` in kelvin."""
     values = np.asarray(radiance, dtype=np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (np.float32(k2) / np.log(np.float32(k1) / values + np.float32(1.0))).astype(np.float32)
+        return np.asarray(np.float32(k2) / np.log(np.float32(k1) / values + np.float32(1.0)), dtype=np.float32)
 
 
 def calibrate(

@@ -82,8 +82,8 @@ class BandStackReader:
                 raise InputError(file, f"not a readable raster ({exc})") from exc
             if count > 1:
                 for index, description in enumerate(descriptions, start=1):
-                    band = sensor.reflective_bands[index - 1] if description is None else sensor.band(description)
-                    sources.setdefault(band.id, BandSource(band, str(file), calibration, index, options.nodata))
+                    named = sensor.reflective_bands[index - 1] if description is None else sensor.band(description)
+                    sources.setdefault(named.id, BandSource(named, str(file), calibration, index, options.nodata))
                 continue
             band = _match_band(sensor, file.name)
             if band is not None and band.kind == "reflectance":
@@ -107,7 +107,7 @@ class BandStackReader:
             sensor=sensor,
             acquired=options.acquired,
             crs=crs,
-            footprint=box(*bounds, crs),
+            footprint=box(bounds.left, bounds.bottom, bounds.right, bounds.top, crs),
             bands=ordered,
             angles=SolarPositionAngles(options.acquired),
             earth_sun_distance=float(earth_sun_distance(options.acquired.timetuple().tm_yday)),
