@@ -16,14 +16,14 @@ from datetime import datetime
 from typing import Protocol
 
 import numpy as np
+from numba import njit, prange
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
-from numba import njit, prange
 from scipy import ndimage
 
-from musyq.solar import solar_angles
 from musyq.grid import crs_wkt
+from musyq.solar import solar_angles
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
+
 from musyq.grid import crs_wkt
 
 REFLECTANCE_SCALE = 10_000

@@ -117,8 +117,7 @@ def toa_on_tile(
     Bands are read, warped and calibrated ``options.threads`` at a time straight into the output stacks.
     """
     angles = scene.angles.on(geobox)
-    reflective = [s for s in scene.bands if s.band.kind != "thermal"]
-    thermal = [s for s in scene.bands if s.band.kind == "thermal"]
+    reflective, thermal = scene.reflective_sources, scene.thermal_sources
     toa = np.empty((len(reflective), *geobox.shape.yx), dtype=np.float32)
     temperature = np.empty((len(thermal), *geobox.shape.yx), dtype=np.float32) if thermal else None
 
@@ -157,8 +156,8 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
         return TileResult(tile.id, item_path, skipped=True)
     valid_fraction = float(valid.sum() / geobox.shape.yx[0] / geobox.shape.yx[1])
 
-    reflective = [s.band for s in scene.bands if s.band.kind == "reflectance"]
-    thermal = [s.band for s in scene.bands if s.band.kind == "thermal"]
+    reflective = [s.band for s in scene.reflective_sources]
+    thermal = [s.band for s in scene.thermal_sources]
     quality = np.where(valid, CLEAR, FILL).astype(np.uint8)
     step = 4 if valid[::4, ::4].any() else 1  # scene means need no more than every 4th pixel
     sun_azimuth, sun_zenith, view_azimuth, view_zenith = (

@@ -85,6 +85,14 @@ class Scene:
         raise KeyError(band_id)
 
     @property
+    def reflective_sources(self) -> tuple[BandSource, ...]:
+        return tuple(s for s in self.bands if s.band.kind == "reflectance")
+
+    @property
+    def thermal_sources(self) -> tuple[BandSource, ...]:
+        return tuple(s for s in self.bands if s.band.kind == "thermal")
+
+    @property
     def band_ids(self) -> tuple[str, ...]:
         return tuple(s.band.id for s in self.bands)
 

@@ -21,8 +21,8 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from musyq.errors import InputError
-from musyq.scene import BandSource
 from musyq.grid import crs_wkt
+from musyq.scene import BandSource
 
 
 class ReflectanceResampling(str, Enum):
@@ -67,8 +67,9 @@ def _block_average(
             out[i, j] = total / count if count > 0 else np.nan
 
 
-def aligned_factor(dataset: rasterio.io.DatasetReader, geobox: GeoBox) -> int | None:
-    """The integer coarsening factor when ``geobox`` is the input grid with pixels merged ``k x k``, else None."""
+def aligned_blocks(dataset: rasterio.io.DatasetReader, geobox: GeoBox) -> tuple[int, int, int] | None:
+    """When ``geobox`` is the input grid with pixels merged ``k x k``: ``k`` and the input row and column of
+    the geobox origin; else None."""
     source, target = dataset.transform, geobox.affine
     if source.b or source.d or target.b or target.d or dataset.crs is None or geobox.crs != dataset.crs.to_wkt():
         return None
@@ -79,17 +80,15 @@ def aligned_factor(dataset: rasterio.io.DatasetReader, geobox: GeoBox) -> int | 
     col_shift, row_shift = (target.c - source.c) / source.a, (target.f - source.f) / source.e
     if abs(col_shift - round(col_shift)) > 1e-6 or abs(row_shift - round(row_shift)) > 1e-6:
         return None
-    return k
+    return k, round(row_shift), round(col_shift)
 
 
 def _coarsen_aligned(
-    dataset: rasterio.io.DatasetReader, index: int, nodata: float | None, geobox: GeoBox, factor: int,
-    destination: NDArray[np.float32],
+    dataset: rasterio.io.DatasetReader, index: int, nodata: float | None, geobox: GeoBox,
+    blocks: tuple[int, int, int], destination: NDArray[np.float32],
 ) -> None:
     """Read only the input pixels under ``geobox`` and average them block by block."""
-    source, target = dataset.transform, geobox.affine
-    col_start = round((target.c - source.c) / source.a)
-    row_start = round((target.f - source.f) / source.e)
+    factor, row_start, col_start = blocks
     height, width = geobox.shape.yx
     col0, row0 = max(col_start, 0), max(row_start, 0)
     col1, row1 = min(col_start + width * factor, dataset.width), min(row_start + height * factor, dataset.height)
@@ -140,9 +139,9 @@ def warp_band(
         with rasterio.open(source.path) as dataset:
             if source.index > dataset.count:
                 raise InputError(source.path, f"has {dataset.count} bands, band {source.index} was expected")
-            factor = aligned_factor(dataset, geobox)
-            if factor is not None:
-                _coarsen_aligned(dataset, source.index, source.nodata, geobox, factor, destination)
+            blocks = aligned_blocks(dataset, geobox)
+            if blocks is not None:
+                _coarsen_aligned(dataset, source.index, source.nodata, geobox, blocks, destination)
                 return destination
             window = source_window(dataset, geobox)
             if window is None:

@@ -212,10 +212,9 @@ class LandsatReader:
             notes.append(f"bands absent from the product: {', '.join(missing)}")
         angle_paths = {k: folder / v for k, v in meta.angle_files.items()}
         angles: AngleModel
-        ang_path = find_ang(mtl_path, groups)
         if len(angle_paths) == 4 and all(p.exists() for p in angle_paths.values()):
             angles = _angle_grid(angle_paths)
-        elif ang_path is not None:
+        elif (ang_path := find_ang(mtl_path, groups)) is not None:
             angles = EphemerisAngles(meta.acquired, read_track(ang_path))
         else:
             angles = SolarPositionAngles(meta.acquired)
