@@ -55,8 +55,29 @@ def test_sentinel2_tile_to_toa_cogs_and_stac(samples: Path, tmp_path: Path) -> N
     # 2017-07-29 15:36 UTC at 48.5 N 69.5 W: the sun stands about 34 degrees from the zenith
     assert 30 < sun_zenith.mean() < 38 and np.ptp(sun_zenith) < 3
 
+    with rasterio.open(folder / "S2A_MSI.900m.2017210153557.19UDP.001.SR.tif") as sr_layer, \
+            rasterio.open(toa_path) as toa_layer, \
+            rasterio.open(folder / "S2A_MSI.900m.2017210153557.19UDP.001.AOD.tif") as aod_layer:
+        assert sr_layer.count == 11 and "wv" not in sr_layer.descriptions and "cirrus" not in sr_layer.descriptions
+        sr = sr_layer.read().astype(float) / 1e4
+        toa_all = toa_layer.read().astype(float) / 1e4
+        aod = aod_layer.read(1)[valid] / 1e4
+        toa_by_name = dict(zip(toa_layer.descriptions, toa_all, strict=True))
+        sr_by_name = dict(zip(sr_layer.descriptions, sr, strict=True))
+    # fill stays fill, data stays data (no wrap-around): SR is 0 exactly where TOA is
+    assert ((sr > 0) == valid).all()
+    assert 0.0 <= aod.min() and aod.max() <= 1.5
+    blue_toa, blue_sr = toa_by_name["blue"][valid], sr_by_name["blue"][valid]
+    nir_toa, nir_sr = toa_by_name["nir"][valid], sr_by_name["nir"][valid]
+    # removing path radiance darkens blue; over vegetation the NIR brightens (transmittance < 1)
+    assert np.median(blue_sr) < np.median(blue_toa) - 0.01
+    vegetated = (nir_toa - toa_by_name["red"][valid]) / (nir_toa + toa_by_name["red"][valid]) > 0.5
+    assert np.median(nir_sr[vegetated]) > np.median(nir_toa[vegetated])
+
     item = json.loads(item_path.read_text())
     assert item["stac_version"] == "1.1.0" and item["properties"]["proj:code"] == "EPSG:32619"
+    assert item["properties"]["musyq:water_vapour_source"].startswith("from the 945 nm band")
+    assert "SR" in item["assets"] and "AOD" in item["assets"]
     # the core schema ships with pystac (offline); extension schemas would be fetched, so check core only
     pystac.validation.validate_dict({**item, "stac_extensions": []})
     collection = pystac.Collection.from_file(str(out / "collection.json"))
@@ -129,6 +150,8 @@ def test_plain_band_stack_with_user_given_sensor_and_time(samples: Path, tmp_pat
     output = run("ard", str(crop), "--out", str(out), "--sensor", "S2A", "--datetime", "2016-01-12T15:35:00",
                  "--tile", "18SVG", "--resolution", "30")
     assert "[exit 0]" in output
+    item = json.loads(next(out.glob("18SVG/*/*.json")).read_text())
+    assert item["properties"]["musyq:water_vapour_source"].startswith("default")  # no B09
     toa = next(out.glob("18SVG/*/*.TOA.tif"))
     with rasterio.open(toa) as dataset, rasterio.open(crop / "s2_B02.tif") as blue:
         assert dataset.count == 12
@@ -147,3 +170,25 @@ def test_plain_band_stack_with_user_given_sensor_and_time(samples: Path, tmp_pat
         ours = dataset.read(2, window=Window(col, row, n, n)).astype(float)
         block = native[source_row:source_row + 3 * n, source_col:source_col + 3 * n]
         np.testing.assert_array_equal(ours, np.rint(block.reshape(n, 3, n, 3).mean(axis=(1, 3))))
+
+
+def test_atmosphere_options_on_the_command_line(samples: Path, tmp_path: Path) -> None:
+    product = samples / "S2A_MSIL1C_20170729_T19UDP_900m"
+    common = ("--resolution", "900", "--tile", "19UDP")
+    given = tmp_path / "given"
+    output = run("ard", str(product), "--out", str(given), *common, "--aod", "0.3", "--water-vapour", "2.5",
+                 "--ozone", "0.35", "--aerosol-model", "maritime", "--elevation", "800")
+    assert "[exit 0]" in output
+    item = json.loads(next(given.glob("19UDP/*/*.json")).read_text())
+    props = item["properties"]
+    assert props["musyq:aot550"] == pytest.approx(0.3) and props["musyq:water_vapour"] == pytest.approx(2.5)
+    assert props["musyq:aerosol_model"] == "maritime" and props["musyq:ozone"] == 0.35
+    off = tmp_path / "off"
+    assert "[exit 0]" in run("ard", str(product), "--out", str(off), *common, "--aod", "off")
+    item = json.loads(next(off.glob("19UDP/*/*.json")).read_text())
+    assert "SR" not in item["assets"] and "AOD" not in item["assets"] and "TOA" in item["assets"]
+    for bad, message in ((("--aod", "lots"), "--aod takes 'auto' or a number"),
+                         (("--aod", "3"), "outside the tables"),
+                         (("--aerosol-model", "desert"), "unknown aerosol model")):
+        output = run("ard", str(product), "--out", str(tmp_path / "bad"), *common, *bad)
+        assert "[exit 1]" in output and message in output, output

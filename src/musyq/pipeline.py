@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from odc.geo.geobox import GeoBox
 
 from musyq.errors import GridError
 from musyq.grid import Tile, crs_wkt, get_tile, tiles_touching
+from musyq.lut import has_table, load_table
 from musyq.output import (
     ANGLE_NODATA,
     ANGLE_SCALE,
@@ -35,6 +37,7 @@ from musyq.output import (
 from musyq.scene import BandSource, Scene
 from musyq.sensors import Band
 from musyq.stac import AssetSpec, build_item, mean_angle
+from musyq.surface import AtmosphereOptions, correct_tile, load_elevation, load_prior
 from musyq.tiling import ReflectanceResampling, warp_band
 from musyq.toa import calibrate
 
@@ -51,6 +54,7 @@ class ArdOptions:
     resampling: ReflectanceResampling = ReflectanceResampling.bilinear
     overwrite: bool = False
     threads: int = 2
+    atmosphere: AtmosphereOptions | None = field(default_factory=AtmosphereOptions)
 
 
 @dataclass
@@ -175,6 +179,30 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     if temperature is not None:
         add(Layer("BT", encode_temperature(temperature), 0, tuple(b.common_name for b in thermal),
                   1 / TEMPERATURE_SCALE), "Brightness temperature", ("data", "temperature"), tuple(thermal), "kelvin")
+    properties: dict[str, object] = {"musyq:source_product": scene.product_id, "musyq:reader": scene.reader,
+                                     "musyq:angles": scene.angles.describe()}
+    atmosphere = options.atmosphere
+    if atmosphere is not None and not has_table(scene.sensor.id):
+        warnings.warn(f"{scene.sensor.id} has no atmospheric lookup table (no spectral responses in musyq): "
+                      "TOA only", stacklevel=2)
+        atmosphere = None
+    if atmosphere is not None:
+        prior = load_prior(atmosphere.aot_prior, geobox[window]) if atmosphere.aot_prior is not None else None
+        elevation = load_elevation(atmosphere.dem, geobox[window]) if atmosphere.dem is not None else None
+        surface = correct_tile(load_table(scene.sensor.id), tuple(reflective), toa, angles, valid, options.resolution,
+                               atmosphere, prior, elevation)
+        add(Layer("SR", encode_reflectance(surface.reflectance), 0, tuple(b.common_name for b in surface.bands),
+                  1 / REFLECTANCE_SCALE), "Surface reflectance", ("data", "reflectance"), surface.bands, None)
+        add(Layer("AOD", encode_reflectance(surface.aot550), 0, ("aot550",), 1 / REFLECTANCE_SCALE),
+            "Aerosol optical depth at 550 nm", ("data", "aerosol"), None, None)
+        properties.update({
+            "musyq:aerosol_model": atmosphere.aerosol_model,
+            "musyq:ozone": atmosphere.ozone,
+            "musyq:aot550": round(float(np.nanmean(surface.aot550)), 4),
+            "musyq:water_vapour": round(surface.water_vapour, 3),
+            "musyq:aot550_source": surface.notes["aot550"],
+            "musyq:water_vapour_source": surface.notes["water_vapour"],
+        })
     add(Layer("ANG", encode_angles(angles, valid), ANGLE_NODATA,
               ("solar_azimuth", "solar_zenith", "view_azimuth", "view_zenith"), 1 / ANGLE_SCALE),
         "Sun and view angles", ("metadata", "angles"), None, "degree")
@@ -186,8 +214,7 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     item = build_item(
         name.item_id, scene.sensor, scene.acquired, tile.id, geobox, [spec for _, spec in layers],
         sun_azimuth, sun_zenith, view_zenith, view_azimuth, fill_percent=100 * (1 - valid_fraction),
-        properties={"musyq:source_product": scene.product_id, "musyq:reader": scene.reader,
-                    "musyq:angles": scene.angles.describe()},
+        properties=properties,
     )
     item.set_self_href(str(item_path))
     item.make_asset_hrefs_relative()

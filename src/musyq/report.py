@@ -17,9 +17,9 @@ QUICKLOOK_PIXELS = 360
 RGB_NAMES = ("red", "green", "blue")
 
 
-def quicklook_png(toa_path: Path) -> bytes:
-    """True-colour PNG of a TOA layer, stretched between the 2nd and 98th percentiles of the data."""
-    with rasterio.open(toa_path) as dataset:
+def quicklook_png(reflectance_path: Path) -> bytes:
+    """True-colour PNG of a reflectance layer, stretched between the 2nd and 98th percentiles of the data."""
+    with rasterio.open(reflectance_path) as dataset:
         names = list(dataset.descriptions)
         indexes = [names.index(n) + 1 for n in RGB_NAMES if n in names] or [1, 1, 1]
         indexes = (indexes * 3)[:3]
@@ -45,16 +45,18 @@ def write_report(out_dir: Path, item_paths: list[Path]) -> Path:
     for item_path in sorted(item_paths):
         item = json.loads(item_path.read_text())
         assets = item["assets"]
-        toa = item_path.parent / assets["TOA"]["href"]
-        png = base64.b64encode(quicklook_png(toa)).decode()
+        reflectance = item_path.parent / assets["SR" if "SR" in assets else "TOA"]["href"]
+        png = base64.b64encode(quicklook_png(reflectance)).decode()
         props = item["properties"]
+        atmosphere = (f" · AOD {props['musyq:aot550']:.2f} ({html.escape(props['musyq:aot550_source'])}), vapour "
+                      f"{props['musyq:water_vapour']:.2f} g/cm²" if "musyq:aot550" in props else "")
         files = "".join(f"<li>{html.escape(k)}: <code>{html.escape(str((item_path.parent / a['href']).relative_to(out_dir)))}</code></li>"
                         for k, a in assets.items())
         cards.append(
             f"<div class='card'><img src='data:image/png;base64,{png}' alt='quicklook'>"
             f"<h3>{html.escape(item['id'])}</h3><p>{html.escape(props['platform'])} · tile {html.escape(props['mgrs:tile'])} · "
             f"{html.escape(props['datetime'])} · {100 - props['musyq:fill_percent']:.1f}% data · sun elevation "
-            f"{props.get('view:sun_elevation', float('nan')):.1f}°</p><ul>{files}</ul></div>"
+            f"{props.get('view:sun_elevation', float('nan')):.1f}°{atmosphere}</p><ul>{files}</ul></div>"
         )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>musyq demo</title><style>"

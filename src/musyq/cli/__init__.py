@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from musyq.cli import ard, demo, info
+from musyq.cli import ard, demo, info, lut
 
 app = typer.Typer(
     name="musyq",
@@ -16,5 +16,6 @@ app = typer.Typer(
 app.command("info")(info.info)
 app.command("ard")(ard.ard)
 app.command("demo")(demo.demo)
+app.add_typer(lut.app, name="lut")
 
 __all__ = ["app"]

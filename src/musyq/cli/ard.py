@@ -1,17 +1,31 @@
-"""``musyq ard``: Level-1 products to TOA analysis-ready tiles on the MGRS grid."""
+"""``musyq ard``: Level-1 products to surface-reflectance analysis-ready tiles on the MGRS grid."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from musyq.cli.options import (
+    AerosolModelOption,
+    AodOption,
+    AodPriorOption,
     DatetimeOption,
+    DemOption,
+    ElevationOption,
     OffsetOption,
+    OzoneOption,
     ScaleOption,
     SensorOption,
+    WaterVapourOption,
+    atmosphere_options,
     console,
     stack_options,
     user_errors,
@@ -57,11 +71,19 @@ def ard(
     when: str | None = DatetimeOption,
     scale: float = ScaleOption,
     offset: float = OffsetOption,
+    aod: str = AodOption,
+    water_vapour: str = WaterVapourOption,
+    ozone: float = OzoneOption,
+    aerosol_model: str = AerosolModelOption,
+    aod_prior: Path | None = AodPriorOption,
+    elevation: float = ElevationOption,
+    dem: Path | None = DemOption,
 ) -> None:
-    """Make TOA reflectance, angle and quality COGs plus STAC items for every tile the inputs touch."""
-    options = ArdOptions(resolution=resolution, tiles=tuple(tile), version=version, resampling=resampling,
-                         overwrite=overwrite)
+    """Make surface and TOA reflectance, aerosol, angle and quality COGs plus STAC items for every tile touched."""
     with user_errors():
+        options = ArdOptions(resolution=resolution, tiles=tuple(tile), version=version, resampling=resampling,
+                             overwrite=overwrite, atmosphere=atmosphere_options(aod, water_vapour, ozone, aerosol_model,
+                                                                     aod_prior, elevation, dem))
         results = produce(inputs, out, options, stack_options(sensor, when, scale, offset))
     made = [r for r in results if not r.skipped]
     console.print(f"{len(made)} tile(s) written, {len(results) - len(made)} skipped; catalogue: {out / 'collection.json'}")

@@ -6,12 +6,14 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from musyq.errors import MusyqError
 from musyq.readers import StackOptions
+from musyq.surface import AtmosphereOptions
 
 console = Console(stderr=True)
 
@@ -32,6 +34,43 @@ def stack_options(sensor: str | None, when: str | None, scale: float, offset: fl
     except ValueError as exc:
         raise MusyqError(f"--datetime {when!r} is not an ISO 8601 time") from exc
     return StackOptions(sensor=sensor, acquired=acquired, scale=scale, offset=offset)
+
+
+AodOption = typer.Option("auto", "--aod", help="Aerosol optical depth at 550 nm: 'auto' (dark-target retrieval), "
+                         "a value, or 'off' for no atmospheric correction.")
+WaterVapourOption = typer.Option("auto", "--water-vapour", help="Column water vapour in g/cm2, or 'auto' "
+                                 "(from the 945 nm band where the sensor has one, else 1.5).")
+OzoneOption = typer.Option(0.3, "--ozone", help="Ozone column in cm-atm (0.3 = 300 DU).")
+AerosolModelOption = typer.Option("continental", "--aerosol-model", help="6S aerosol model: continental or maritime.")
+AodPriorOption = typer.Option(None, "--aod-prior", help="Surface reflectance of the same place (a musyq SR COG) "
+                              "to retrieve the aerosol from, for sensors without a 2.2 um band (Gaofen WFV).")
+
+
+def _auto_or_number(name: str, text: str) -> float | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise MusyqError(f"{name} takes 'auto' or a number, not {text!r}") from None
+
+
+ElevationOption = typer.Option(0.0, "--elevation", help="Surface height in metres (sets the pressure) "
+                               "where no --dem is given.")
+DemOption = typer.Option(None, "--dem", help="Elevation model (metres) for the surface pressure.")
+
+
+def atmosphere_options(
+    aod: str, water_vapour: str, ozone: float, aerosol_model: str, aot_prior: Path | None = None,
+    elevation: float = 0.0, dem: Path | None = None,
+) -> AtmosphereOptions | None:
+    """The atmospheric correction the user asked for, or ``None`` for TOA only."""
+    if aod.strip().lower() == "off":
+        return None
+    return AtmosphereOptions(aot550=_auto_or_number("--aod", aod),
+                             water_vapour=_auto_or_number("--water-vapour", water_vapour),
+                             ozone=ozone, aerosol_model=aerosol_model, aot_prior=aot_prior,
+                             elevation_m=elevation, dem=dem)
 
 
 @contextmanager

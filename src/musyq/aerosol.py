@@ -1,0 +1,252 @@
+"""Retrieving the atmosphere from the image itself: aerosol optical depth and water vapour.
+
+Both work on blocks of a few kilometres, where the atmosphere can be taken as constant, and
+invert the same lookup tables the correction uses, so the retrieved state is the one that
+makes the correction consistent with the TOA signal.
+
+* Aerosol over dark dense vegetation (Kaufman et al. 1997): where the 2.2 um surface reflectance
+  is between 0.01 and 0.25, the blue and red surface reflectances are about 0.25 and 0.5 of it.
+  The AOD is the one whose simulated blue and red TOA best match the observed ones.
+* Aerosol from a surface-reflectance prior, for sensors without a 2.2 um band: the same fit, with
+  the blue and red surface taken from a harmonized reflectance of the same place.
+* Water vapour from the 945 nm absorption band against the 865 nm window (Sentinel-2 B09/B8A):
+  the vapour is the one for which the window's surface reflectance, carried through the
+  absorbing band's atmosphere, reproduces its TOA reflectance.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
+
+from .atmcor import (
+    Atmosphere,
+    Coefficients,
+    coefficients,
+    surface_reflectance,
+    toa_reflectance,
+)
+from .lut import BandTable
+
+Array = NDArray[np.float64]
+
+AOT_CANDIDATES = np.linspace(0.0, 1.5, 76)
+VAPOUR_CANDIDATES = np.linspace(0.05, 6.0, 120)
+BLUE_TO_SWIR, RED_TO_SWIR = 0.25, 0.5
+DARK_SWIR = (0.01, 0.25)
+MIN_DARK_PIXELS = 100
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Square blocks of ``size`` pixels tiling an image, with each block's centre pixel."""
+
+    size: int
+    shape: tuple[int, int]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return -(-self.shape[0] // self.size), -(-self.shape[1] // self.size)
+
+    def centres(self) -> tuple[Array, Array]:
+        rows, cols = self.grid
+        r = np.minimum(np.arange(rows) * self.size + self.size / 2, self.shape[0] - 1)
+        c = np.minimum(np.arange(cols) * self.size + self.size / 2, self.shape[1] - 1)
+        return r, c
+
+    def split(self, image: NDArray[Any]) -> NDArray[Any]:
+        """(block_row, block_col, pixels) view of an image, padded with NaN/False to whole blocks."""
+        rows, cols = self.grid
+        fill = np.nan if np.issubdtype(image.dtype, np.floating) else 0
+        padded = np.full((rows * self.size, cols * self.size), fill, dtype=image.dtype)
+        padded[: image.shape[0], : image.shape[1]] = image
+        return padded.reshape(rows, self.size, cols, self.size).swapaxes(1, 2).reshape(rows, cols, -1)
+
+
+class Channel(NamedTuple):
+    """A band's id in the table and its TOA reflectance."""
+
+    band: str
+    toa: NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class BlockState:
+    """Per-block geometry and what is known of the atmosphere so far (arrays on the block grid)."""
+
+    sun_zenith: Array
+    view_zenith: Array
+    relative_azimuth: Array
+    water_vapour: Array
+    elevation_km: Array
+    ozone: float
+    aerosol_model: str
+
+    def coefficients(self, table: BandTable, band: str, where: NDArray[np.bool_], aot: ArrayLike,
+                     water_vapour: ArrayLike | None = None) -> Coefficients:
+        """Coefficients at the blocks ``where`` (one row each) for candidate columns of AOD or vapour."""
+        vapour = self.water_vapour[where][:, None] if water_vapour is None else water_vapour
+        atmosphere = Atmosphere(aot, vapour, self.ozone, self.aerosol_model, self.elevation_km[where][:, None])
+        return coefficients(table, band, atmosphere, self.sun_zenith[where][:, None],
+                            self.view_zenith[where][:, None], self.relative_azimuth[where][:, None])
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """A field on the block grid, where it was retrieved, and what happened."""
+
+    values: Array
+    retrieved: NDArray[np.bool_]
+    note: str
+
+
+def _best_candidate(misfit: Array, candidates: Array) -> Array:
+    """The candidate of least misfit along the last axis, refined by a parabola through its neighbours."""
+    best = np.argmin(misfit, axis=-1)
+    inner = np.clip(best, 1, len(candidates) - 2)
+    take = np.take_along_axis
+    left, mid, right = (take(misfit, (inner + k)[..., None], axis=-1)[..., 0] for k in (-1, 0, 1))
+    curvature = left - 2 * mid + right
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(curvature > 0, 0.5 * (left - right) / curvature, 0.0)
+    step = candidates[1] - candidates[0]
+    refined = candidates[inner] + np.clip(shift, -1, 1) * step
+    return np.asarray(np.where(best == inner, refined, candidates[best]), dtype=np.float64)
+
+
+def fill_and_smooth(values: Array, retrieved: NDArray[np.bool_], sigma: float = 1.0) -> Array:
+    """Fill blocks without a retrieval from the nearest retrieved block, then smooth."""
+    if not retrieved.any():
+        return np.asarray(values, dtype=np.float64)
+    _, nearest = ndimage.distance_transform_edt(~retrieved, return_indices=True)
+    filled = values[tuple(nearest)]
+    return np.asarray(ndimage.gaussian_filter(filled, sigma, mode="nearest"), dtype=np.float64)
+
+
+def _masked_mean(values: NDArray[Any], where: NDArray[np.bool_]) -> Array:
+    count = where.sum(axis=-1)
+    total = np.where(where, values, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(count > 0, total / count, np.nan), dtype=np.float64)
+
+
+def _masked_median(values: NDArray[Any], where: NDArray[np.bool_]) -> Array:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # blocks with nothing usable
+        return np.asarray(np.nanmedian(np.where(where, values, np.nan), axis=-1), dtype=np.float64)
+
+
+def _finish(values: Array, retrieved: NDArray[np.bool_], method: str, fallback: float) -> Retrieval:
+    share = float(retrieved.mean())
+    if not retrieved.any():
+        warnings.warn(f"{method}: too few usable pixels for an aerosol retrieval; AOD {fallback} assumed", stacklevel=3)
+        return Retrieval(np.full(values.shape, fallback), retrieved, f"fallback {fallback}")
+    if share < 0.1:
+        warnings.warn(f"{method}: aerosol retrieved in only {100 * share:.0f}% of the blocks; the rest is filled "
+                      "from them", stacklevel=3)
+    return Retrieval(fill_and_smooth(values, retrieved), retrieved, f"{method} in {100 * share:.0f}% of blocks")
+
+
+def _fit_aot(
+    table: BandTable, state: BlockState, where: NDArray[np.bool_], observed: list[tuple[str, Array]],
+    surface: Callable[[Callable[[str], Coefficients]], list[Array]],
+) -> Array:
+    """The AOD per block (``where``) that best reproduces the observed TOA (band id, per-block mean) of
+    the surface that ``surface`` estimates for every candidate AOD (given the bands' coefficients)."""
+
+    def coef(band: str) -> Coefficients:
+        return state.coefficients(table, band, where, AOT_CANDIDATES[None, :])
+
+    misfit = np.zeros((int(where.sum()), len(AOT_CANDIDATES)))
+    for (band, toa), estimate in zip(observed, surface(coef), strict=True):
+        misfit += (toa_reflectance(estimate, coef(band)) - toa[:, None]) ** 2
+    return _best_candidate(misfit, AOT_CANDIDATES)
+
+
+def dark_target_aot(
+    table: BandTable, channels: dict[str, Channel], valid: NDArray[np.bool_], blocks: Blocks, state: BlockState,
+    fallback: float,
+) -> Retrieval:
+    """AOD at 550 nm per block from dark dense vegetation; ``channels`` has blue, red, nir and swir22."""
+    blue, red, nir, swir = (blocks.split(channels[k].toa) for k in ("blue", "red", "nir", "swir22"))
+    inside = blocks.split(valid).astype(bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndvi = (nir - red) / (nir + red)
+        dark = inside & (swir >= DARK_SWIR[0]) & (swir <= DARK_SWIR[1]) & (ndvi > 0.3) & (blue < 0.25)
+    retrieved = dark.sum(axis=-1) >= min(MIN_DARK_PIXELS, blocks.size**2 // 4)
+    # the 20th-50th percentile of the dark pixels' SWIR in each block: dark, but not the darkest (shadows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # blocks without dark pixels
+        low, high = np.nanpercentile(np.where(dark, swir, np.nan), (20, 50), axis=-1)
+    chosen = dark & (swir >= low[..., None]) & (swir <= high[..., None])
+    means = {name: _masked_mean(stack, chosen) for name, stack in (("blue", blue), ("red", red), ("swir22", swir))}
+    values = np.full(retrieved.shape, np.nan)
+    if retrieved.any():
+        swir_toa = means["swir22"][retrieved][:, None]
+
+        def surface(coef: Callable[[str], Coefficients]) -> list[Array]:
+            swir_surface = np.clip(surface_reflectance(swir_toa, coef(channels["swir22"].band)), 0.0, None)
+            return [BLUE_TO_SWIR * swir_surface, RED_TO_SWIR * swir_surface]
+
+        observed = [(channels[name].band, means[name][retrieved]) for name in ("blue", "red")]
+        values[retrieved] = _fit_aot(table, state, retrieved, observed, surface)
+    return _finish(values, retrieved, "dark target", fallback)
+
+
+def prior_surface_aot(
+    table: BandTable, channels: dict[str, Channel], prior: dict[str, NDArray[np.float32]], valid: NDArray[np.bool_],
+    blocks: Blocks, state: BlockState, fallback: float,
+) -> Retrieval:
+    """AOD at 550 nm per block from a surface-reflectance prior of the same place (blue and red).
+
+    For sensors without a 2.2 um band (Gaofen WFV): the prior (a harmonized surface reflectance of
+    another sensor, or a composite) stands for the surface; the AOD is the one whose simulated
+    TOA of that surface matches the observed blue and red, over pixels that are dark enough in
+    blue for the aerosol signal to dominate.
+    """
+    names = ("blue", "red")
+    toa = {n: blocks.split(channels[n].toa) for n in names}
+    surface_prior = {n: blocks.split(prior[n]) for n in names}
+    with np.errstate(invalid="ignore"):
+        usable = (blocks.split(valid).astype(bool) & np.isfinite(surface_prior["blue"]) & np.isfinite(surface_prior["red"])
+                  & (surface_prior["blue"] > 0.0) & (surface_prior["blue"] < 0.12) & (toa["blue"] < 0.3))
+    retrieved = usable.sum(axis=-1) >= min(MIN_DARK_PIXELS, blocks.size**2 // 4)
+    medians = {f"toa_{n}": _masked_median(toa[n], usable) for n in names}
+    medians.update({f"prior_{n}": _masked_median(surface_prior[n], usable) for n in names})
+    values = np.full(retrieved.shape, np.nan)
+    if retrieved.any():
+        estimates = [medians[f"prior_{n}"][retrieved][:, None] for n in names]
+        observed = [(channels[n].band, medians[f"toa_{n}"][retrieved]) for n in names]
+        values[retrieved] = _fit_aot(table, state, retrieved, observed, lambda coef: estimates)
+    return _finish(values, retrieved, "surface prior", fallback)
+
+
+def water_vapour_from_band(
+    table: BandTable, channels: dict[str, Channel], valid: NDArray[np.bool_], blocks: Blocks, state: BlockState,
+    aot: float, fallback: float,
+) -> Retrieval:
+    """Column water vapour (g cm-2) per block from the 945 nm band (``wv``) and the 865 nm window (``nir08``)."""
+    absorbing, window = blocks.split(channels["wv"].toa), blocks.split(channels["nir08"].toa)
+    inside = blocks.split(valid).astype(bool) & (window > 0.1) & np.isfinite(absorbing)
+    counts = inside.sum(axis=-1)
+    retrieved = counts >= min(MIN_DARK_PIXELS, blocks.size**2 // 4)
+    values = np.full(counts.shape, np.nan)
+    if retrieved.any():
+        toa_absorbing = _masked_median(absorbing, inside)[retrieved]
+        toa_window = _masked_median(window, inside)[retrieved]
+        window_coef, absorbing_coef = (state.coefficients(table, channels[name].band, retrieved, aot,
+                                                          VAPOUR_CANDIDATES[None, :]) for name in ("nir08", "wv"))
+        surface = surface_reflectance(toa_window[:, None], window_coef)
+        misfit = (toa_reflectance(surface, absorbing_coef) - toa_absorbing[:, None]) ** 2
+        values[retrieved] = _best_candidate(misfit, VAPOUR_CANDIDATES)
+    if not retrieved.any():
+        return Retrieval(np.full(counts.shape, fallback), retrieved, f"fallback {fallback}")
+    return Retrieval(fill_and_smooth(values, retrieved), retrieved,
+                     f"from the 945 nm band in {100 * float(retrieved.mean()):.0f}% of blocks")
+

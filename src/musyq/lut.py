@@ -1,0 +1,417 @@
+"""Atmospheric lookup tables from 6S, per sensor band.
+
+The build has two parts, chosen to keep it near an hour on two cores:
+
+* **Scattering** (path reflectance, its Rayleigh part, diffuse + direct transmittance, spherical
+  albedo) is smooth in wavelength. 6S itself computes it at fixed reference wavelengths and
+  interpolates log-log in between, so the table holds monochromatic runs at ten of those
+  wavelengths over aerosol optical depth, sun and view zenith and relative azimuth, for each
+  aerosol model. Path reflectance is reciprocal in sun and view zenith, which halves the runs.
+  It does not depend on the sensor and is built once.
+* **Gaseous transmittance** varies line by line, so it is taken from band-integrated 6S runs per
+  band, as a function of absorber path (amount times air mass): water vapour, ozone, and the
+  well-mixed gases as a function of air mass alone.
+
+A band table is the scattering table integrated over the band's response times the solar
+spectrum, plus its gas curves. Correction then follows 6S's own coupling of the two::
+
+    rho_toa = T_og [rho_R + (rho_path - rho_R) T_w(u/2) + T_w(u) T_down T_up rho_s / (1 - S rho_s)]
+
+with T_og the ozone and mixed-gas transmittance and T_w the water-vapour transmittance along the
+sun-to-ground-to-sensor path (half the vapour is mixed with the aerosol).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import sixs
+from .errors import MusyqError, SensorError
+from .sensors import Sensor, get_sensor, solar_spectrum, spectral_response
+
+AEROSOL_MODELS = ("continental", "maritime")
+WAVELENGTHS_UM = (0.400, 0.443, 0.488, 0.550, 0.670, 0.760, 0.860, 1.240, 1.650, 1.950, 2.250)
+AOT550 = (0.0, 0.1, 0.25, 0.45, 0.7, 1.0, 1.5)
+ZENITH = (0.0, 6.0, 12.0, 24.0, 36.0, 47.0, 57.0, 66.0, 74.0)
+AZIMUTH = (0.0, 45.0, 90.0, 135.0, 180.0)
+# Band-run design for the gas curves: one-way air masses and absorber paths per run; each run
+# also yields the two-way values at twice the path.
+GAS_AIR_MASS = (1.0, 1.15, 1.35, 1.6, 1.9, 2.3, 2.8, 3.5)
+WATER_PATH = tuple(0.03 * 2.5**k for k in range(8))  # g cm-2
+OZONE_PATH = tuple(0.05 * 1.6**k for k in range(8))  # cm-atm
+MIXED_GASES = ("co2", "oxyg", "no2", "ch4", "co")
+# Targets above sea level: a molecular atmosphere at pressure ratio p scatters at wavelength l as
+# the sea-level one does at l * p**(-1/RAYLEIGH_EXPONENT), since its optical depth goes as p * l**-4.08
+# and its phase function does not depend on wavelength. The aerosol-free slice of the table read at
+# those wavelengths gives the molecular quantities at altitude without further 6S runs.
+PRESSURE_RATIO = (1.0, 0.85, 0.7, 0.55)
+RAYLEIGH_EXPONENT = 4.08
+NO_SURFACE_BANDS = frozenset({"wv", "cirrus"})  # absorption bands: no surface reflectance
+
+Array = NDArray[np.float64]
+
+
+def _geometries() -> list[tuple[int, int, int]]:
+    """(sun, view, azimuth) node indices with sun >= view; at nadir view azimuth is irrelevant."""
+    nodes = []
+    for i in range(len(ZENITH)):
+        for j in range(i + 1):
+            for k in range(len(AZIMUTH) if j > 0 else 1):
+                nodes.append((i, j, k))
+    return nodes
+
+
+@dataclass(frozen=True)
+class ScatteringTable:
+    """Monochromatic 6S scattering quantities at the reference wavelengths.
+
+    ``path`` and ``rayleigh``: (model, wavelength, aot, sun, view, azimuth); ``transmittance``:
+    (model, wavelength, aot, zenith), one way; ``spherical_albedo``: (model, wavelength, aot).
+    """
+
+    path: Array
+    rayleigh: Array
+    transmittance: Array
+    spherical_albedo: Array
+
+
+def _slice_rows(
+    cache_file: Path, model: str, wavelength: float, aot: float, workers: int, tick: Callable[[], None] | None
+) -> Array:
+    """(path, rayleigh, T_down, spherical albedo) for every geometry of one slice.
+
+    Finished runs are kept in ``cache_file`` with their angles, so a rerun, or a build on a refined
+    grid, runs only the geometries it has not seen.
+    """
+    wanted = np.array([(ZENITH[i], ZENITH[j], AZIMUTH[k]) for i, j, k in _geometries()])
+    angles, rows = np.zeros((0, 3)), np.zeros((0, 4))
+    if cache_file.exists():
+        with np.load(cache_file) as cached:
+            angles, rows = cached["angles"], cached["rows"]
+    known = {tuple(a): r for a, r in zip(angles.round(6).tolist(), rows, strict=True)}
+    missing = [tuple(a) for a in wanted.round(6).tolist() if tuple(a) not in known]
+    if tick is not None:
+        for _ in range(len(wanted) - len(missing)):
+            tick()
+    if missing:
+        cases = [sixs.Case(sun, view, azimuth, aot, model, wavelength_um=wavelength) for sun, view, azimuth in missing]
+        for key, r in zip(missing, sixs.run_many(cases, workers, tick), strict=True):
+            known[key] = np.array([r.path_reflectance, r.rayleigh_reflectance, r.scattering_transmittance[0],
+                                   r.spherical_albedo])
+        keys = list(known)
+        partial = cache_file.with_suffix(".partial.npz")
+        np.savez(partial, angles=np.array(keys), rows=np.array([known[k] for k in keys]))
+        os.replace(partial, cache_file)
+    return np.array([known[tuple(a)] for a in wanted.round(6).tolist()])
+
+
+def build_scattering(
+    cache_dir: Path, workers: int = 2, tick: Callable[[], None] | None = None
+) -> ScatteringTable:
+    """Run (or resume) the monochromatic part; every finished run is kept in ``cache_dir``."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    shape = (len(AEROSOL_MODELS), len(WAVELENGTHS_UM), len(AOT550))
+    nz, na = len(ZENITH), len(AZIMUTH)
+    path = np.zeros(shape + (nz, nz, na))
+    rayleigh = np.zeros_like(path)
+    transmittance = np.zeros(shape + (nz,))
+    albedo = np.zeros(shape)
+    geometries = _geometries()
+    for m, model in enumerate(AEROSOL_MODELS):
+        for w, wavelength in enumerate(WAVELENGTHS_UM):
+            for a, aot in enumerate(AOT550):
+                cache_file = cache_dir / f"{model}_{wavelength:.3f}_{aot:.2f}.npz"
+                rows = _slice_rows(cache_file, model, wavelength, aot, workers, tick)
+                for (i, j, k), row in zip(geometries, rows, strict=True):
+                    ks = range(na) if j == 0 else (k,)
+                    for kk in ks:
+                        path[m, w, a, i, j, kk] = path[m, w, a, j, i, kk] = row[0]
+                        rayleigh[m, w, a, i, j, kk] = rayleigh[m, w, a, j, i, kk] = row[1]
+                    if j == 0:
+                        transmittance[m, w, a, i] = row[2]
+                    albedo[m, w, a] = row[3]
+    return ScatteringTable(path, rayleigh, transmittance, albedo)
+
+
+SCATTERING_FILE = "scattering.npz"
+
+
+def _grid() -> dict[str, Array]:
+    return {"aerosol_models": np.array(AEROSOL_MODELS), "wavelengths_um": np.array(WAVELENGTHS_UM),
+            "aot550": np.array(AOT550), "zenith": np.array(ZENITH), "azimuth": np.array(AZIMUTH),
+            "pressure_ratio": np.array(PRESSURE_RATIO)}
+
+
+def save_scattering(table: ScatteringTable, folder: Path) -> None:
+    """Keep the sensor-independent table beside the band tables, so a new sensor needs only its gas runs."""
+    arrays = {"path": table.path, "rayleigh": table.rayleigh, "transmittance": table.transmittance,
+              "spherical_albedo": table.spherical_albedo}
+    _save(folder / SCATTERING_FILE, _grid() | {k: v.astype(np.float32) for k, v in arrays.items()})
+
+
+def load_scattering(folder: Path) -> ScatteringTable | None:
+    """The saved scattering table, if there is one on the current grid."""
+    path = folder / SCATTERING_FILE
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        if any(not np.array_equal(data[k], v) for k, v in _grid().items()):
+            return None
+        return ScatteringTable(*(data[k].astype(np.float64) for k in ("path", "rayleigh", "transmittance",
+                                                                        "spherical_albedo")))
+
+
+def _save(path: Path, arrays: dict[str, Array]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
+        np.savez_compressed(handle, **cast(dict[str, Any], arrays))
+    os.chmod(handle.name, 0o644)
+    os.replace(handle.name, path)
+
+
+def scattering_run_count() -> int:
+    return len(AEROSOL_MODELS) * len(WAVELENGTHS_UM) * len(AOT550) * len(_geometries())
+
+
+def _loglog_weights(wavelength_um: Array) -> tuple[NDArray[np.intp], Array]:
+    """Bracketing reference wavelengths and log-log fractions, as 6S interpolates."""
+    nodes = np.log(np.array(WAVELENGTHS_UM))
+    x = np.log(wavelength_um)
+    lower = np.clip(np.searchsorted(nodes, x) - 1, 0, len(nodes) - 2)
+    fraction = (x - nodes[lower]) / (nodes[lower + 1] - nodes[lower])
+    return lower, fraction
+
+
+def band_integrate(values: Array, wavelength_nm: Array, weight: Array, stretch: float = 1.0) -> Array:
+    """Weighted band mean of a quantity tabulated on the last axis at ``WAVELENGTHS_UM``.
+
+    ``stretch`` reads the table at ``stretch`` times each wavelength instead (see ``RAYLEIGH_EXPONENT``).
+    """
+    keep = weight > 0
+    lower, fraction = _loglog_weights(wavelength_nm[keep] * stretch / 1000.0)
+    logs = np.log(np.maximum(values, 1e-12))
+    spectral = np.exp(logs[..., lower] * (1 - fraction) + logs[..., lower + 1] * fraction)
+    w = weight[keep]
+    return np.asarray(spectral @ w / w.sum(), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class GasCurves:
+    """Band-integrated transmittance against absorber path: ``(path, transmittance)`` pairs."""
+
+    water: tuple[Array, Array]
+    ozone: tuple[Array, Array]
+    mixed: tuple[Array, Array]  # against air mass
+
+
+def _curve(path: list[float], transmittance: list[float]) -> tuple[Array, Array]:
+    order = np.argsort(path)
+    p = np.concatenate([[0.0], np.asarray(path)[order]])
+    t = np.concatenate([[1.0], np.asarray(transmittance)[order]])
+    return p, t
+
+
+def gas_cases(response: tuple[float, tuple[float, ...]]) -> list[sixs.Case]:
+    cases = []
+    for air_mass, water, ozone in zip(GAS_AIR_MASS, WATER_PATH, OZONE_PATH, strict=True):
+        zenith = float(np.degrees(np.arccos(1.0 / air_mass)))
+        cases.append(
+            sixs.Case(zenith, zenith, 0.0, 0.0, water_vapour=water / air_mass, ozone=ozone / air_mass, response=response)
+        )
+    return cases
+
+
+def gas_curves(results: list[sixs.Result]) -> GasCurves:
+    water_p, water_t, ozone_p, ozone_t, mixed_m, mixed_t = [], [], [], [], [], []
+    for air_mass, water, ozone, result in zip(GAS_AIR_MASS, WATER_PATH, OZONE_PATH, results, strict=True):
+        gas = result.gas_transmittance
+        for scale, column in ((1.0, 0), (2.0, 2)):
+            water_p.append(water * scale)
+            water_t.append(gas["water"][column])
+            ozone_p.append(ozone * scale)
+            ozone_t.append(gas["ozone"][column])
+            mixed_m.append(air_mass * scale)
+            mixed_t.append(float(np.prod([gas[g][column] for g in MIXED_GASES])))
+    water_curve = _curve(water_p, water_t)
+    ozone_curve = _curve(ozone_p, ozone_t)
+    # The mixed gases are always there: extend to zero air mass through the first samples.
+    mixed = _curve(mixed_m, mixed_t)
+    return GasCurves(water_curve, ozone_curve, mixed)
+
+
+def path_transmittance(curve: tuple[Array, Array], path: ArrayLike) -> Array:
+    """Transmittance at absorber paths.
+
+    Band optical depth grows as a power of the path (strong lines saturate), so it is interpolated
+    log-log between samples, and linearly from zero below the first one.
+    """
+    p, t = curve
+    depth = -np.log(np.maximum(t, 1e-9))
+    x = np.asarray(path, dtype=np.float64)
+    linear = np.interp(x, p, depth)
+    if not (depth[1:] > 0).all():
+        return np.asarray(np.exp(-linear), dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        loglog = np.exp(np.interp(np.log(np.maximum(x, p[1])), np.log(p[1:]), np.log(depth[1:])))
+    return np.asarray(np.exp(-np.where(x > p[1], loglog, linear)), dtype=np.float64)
+
+
+def surface_bands(sensor: Sensor) -> tuple[str, ...]:
+    """Bands that get a surface reflectance: reflective bands outside absorption features."""
+    return tuple(b.id for b in sensor.reflective_bands if b.common_name not in NO_SURFACE_BANDS)
+
+
+def _table_folder() -> resources.abc.Traversable:
+    return resources.files("musyq").joinpath("data", "lut")
+
+
+def build_gas_curves(
+    sensor_id: str, cache_dir: Path, workers: int = 2, tick: Callable[[], None] | None = None
+) -> dict[str, Array]:
+    """Gas curves of every reflective band, from band-integrated 6S runs (kept in ``cache_dir``)."""
+    sensor = get_sensor(sensor_id)
+    cached = cache_dir / f"gas_{sensor.id}.npz"
+    bands = tuple(b.id for b in sensor.reflective_bands)
+    if cached.exists():
+        with np.load(cached) as data:
+            if tuple(data["bands"]) == bands:
+                return {k: data[k] for k in data.files}
+    srf = spectral_response(sensor.id)
+    responses = [sixs.band_response(srf.wavelength_nm, srf.of(b)) for b in bands]
+    results = sixs.run_many([case for response in responses for case in gas_cases(response)], workers, tick)
+    per_band = len(GAS_AIR_MASS)
+    curves = [gas_curves(results[n * per_band : (n + 1) * per_band]) for n in range(len(bands))]
+    gas = {f"gas_{name}": np.stack([np.stack(getattr(c, name)) for c in curves]) for name in ("water", "ozone", "mixed")}
+    gas["bands"] = np.array(bands)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".partial.npz")
+    np.savez(partial, **cast(dict[str, Any], gas))
+    os.replace(partial, cached)
+    return gas
+
+
+def build_band_table(sensor_id: str, scattering: ScatteringTable, gas: dict[str, Array]) -> dict[str, Array]:
+    """Integrate the scattering table over each band's response times the solar spectrum."""
+    sensor = get_sensor(sensor_id)
+    srf = spectral_response(sensor.id)
+    solar_wl, solar = solar_spectrum()
+    irradiance = np.interp(srf.wavelength_nm, solar_wl, solar)
+    quantities = {
+        "path": np.moveaxis(scattering.path, 1, -1),
+        "rayleigh": np.moveaxis(scattering.rayleigh, 1, -1),
+        "transmittance": np.moveaxis(scattering.transmittance, 1, -1),
+        "spherical_albedo": np.moveaxis(scattering.spherical_albedo, 1, -1),
+    }
+    table: dict[str, Array] = {}
+    weights = [srf.of(str(b)) * irradiance for b in gas["bands"]]
+    for name, values in quantities.items():
+        per_band = [band_integrate(values, srf.wavelength_nm, w) for w in weights]
+        table[name] = np.stack(per_band).astype(np.float32)
+        # the molecular atmosphere (model 0, no aerosol) at each pressure ratio
+        molecular = values[0, 0]
+        table[f"molecular_{name}"] = np.stack([
+            np.stack([band_integrate(molecular, srf.wavelength_nm, w, ratio ** (-1 / RAYLEIGH_EXPONENT))
+                      for ratio in PRESSURE_RATIO]) for w in weights]).astype(np.float32)
+    del table["molecular_rayleigh"]
+    table.update(gas)
+    table["surface_bands"] = np.array(surface_bands(sensor))
+    return table
+
+
+def save_table(table: dict[str, Array], path: Path) -> None:
+    """Write a band table atomically, with its grid, as compressed npz."""
+    grid = _grid()
+    del grid["wavelengths_um"]
+    _save(path, grid | table)
+
+
+@dataclass(frozen=True)
+class BandTable:
+    """The packaged lookup table of one sensor, ready to interpolate."""
+
+    sensor_id: str
+    bands: tuple[str, ...]
+    surface_bands: tuple[str, ...]
+    aerosol_models: tuple[str, ...]
+    aot550: Array
+    zenith: Array
+    azimuth: Array
+    path: Array  # (band, model, aot, sun, view, azimuth)
+    rayleigh: Array
+    transmittance: Array  # (band, model, aot, zenith)
+    spherical_albedo: Array  # (band, model, aot)
+    gas_water: Array  # (band, 2, samples)
+    gas_ozone: Array
+    gas_mixed: Array
+    pressure_ratio: Array
+    molecular_path: Array  # (band, pressure, sun, view, azimuth): no aerosol
+    molecular_transmittance: Array  # (band, pressure, zenith)
+    molecular_spherical_albedo: Array  # (band, pressure)
+
+    def index(self, band: str) -> int:
+        try:
+            return self.bands.index(band)
+        except ValueError:
+            raise SensorError(f"{self.sensor_id} has no atmospheric table for band {band!r}") from None
+
+    def model(self, name: str) -> int:
+        if name not in self.aerosol_models:
+            raise MusyqError(f"unknown aerosol model {name!r}; tables exist for {', '.join(self.aerosol_models)}")
+        return self.aerosol_models.index(name)
+
+
+def table_path(sensor_id: str, folder: Path | None = None) -> Path:
+    """Where a sensor's table lives: ``folder``, else ``$MUSYQ_LUT_DIR``, else the package data."""
+    if folder is None and os.environ.get("MUSYQ_LUT_DIR"):
+        folder = Path(os.environ["MUSYQ_LUT_DIR"])
+    if folder is not None:
+        return folder / f"{sensor_id}.npz"
+    return Path(str(_table_folder().joinpath(f"{sensor_id}.npz")))
+
+
+def has_table(sensor_id: str) -> bool:
+    return table_path(get_sensor(sensor_id).id).exists()
+
+
+@cache
+def load_table(sensor_id: str, folder: Path | None = None) -> BandTable:
+    """The band table of a sensor, from the package (or ``folder``)."""
+    sensor = get_sensor(sensor_id)
+    path = table_path(sensor.id, folder)
+    if not path.exists():
+        raise MusyqError(f"no atmospheric lookup table for {sensor.id}; build it with: musyq lut build --sensor {sensor.id}")
+    with np.load(io.BytesIO(path.read_bytes())) as data:
+        if not np.allclose(data["azimuth"], 180.0 - data["azimuth"][::-1]):
+            raise MusyqError(f"{path}: the azimuth grid must be symmetric about 90 degrees")
+        return BandTable(
+            sensor_id=sensor.id,
+            bands=tuple(str(b) for b in data["bands"]),
+            surface_bands=tuple(str(b) for b in data["surface_bands"]),
+            aerosol_models=tuple(str(m) for m in data["aerosol_models"]),
+            aot550=data["aot550"].astype(np.float64),
+            zenith=data["zenith"].astype(np.float64),
+            azimuth=data["azimuth"].astype(np.float64),
+            path=data["path"].astype(np.float64),
+            rayleigh=data["rayleigh"].astype(np.float64),
+            transmittance=data["transmittance"].astype(np.float64),
+            spherical_albedo=data["spherical_albedo"].astype(np.float64),
+            gas_water=data["gas_water"],
+            gas_ozone=data["gas_ozone"],
+            gas_mixed=data["gas_mixed"],
+            pressure_ratio=data["pressure_ratio"].astype(np.float64),
+            molecular_path=data["molecular_path"].astype(np.float64),
+            molecular_transmittance=data["molecular_transmittance"].astype(np.float64),
+            molecular_spherical_albedo=data["molecular_spherical_albedo"].astype(np.float64),
+        )
+

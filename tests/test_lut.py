@@ -1,0 +1,45 @@
+"""The lookup tables: the shipped ones are what ``musyq lut build`` makes, and ``lut check`` measures them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from musyq.cli import app
+from musyq.lut import load_table, table_path
+
+runner = CliRunner()
+
+
+def test_lut_build_reproduces_the_shipped_table(tmp_path: Path) -> None:
+    """With the shipped scattering table, a sensor's build runs only its band-integrated gas cases."""
+    shipped = table_path("GF1_WFV1").parent
+    out = tmp_path / "tables"
+    out.mkdir()
+    (out / "scattering.npz").write_bytes((shipped / "scattering.npz").read_bytes())
+    result = runner.invoke(app, ["lut", "build", "--sensor", "GF1_WFV1", "--out", str(out), "--cache",
+                                 str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    ours, packaged = load_table("GF1_WFV1", out), load_table("GF1_WFV1")
+    assert ours.bands == packaged.bands == ("B1", "B2", "B3", "B4")
+    for name in ("path", "rayleigh", "transmittance", "spherical_albedo", "gas_water", "gas_ozone", "gas_mixed",
+                 "molecular_path"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(packaged, name), rtol=1e-6, err_msg=name)
+    # blue scatters more than NIR; transmittance falls with sun zenith; vapour absorbs in the NIR band only
+    assert (ours.path[0][:, 0] > ours.path[3][:, 0]).all()  # molecular scattering falls as 1/wavelength^4
+    assert (np.diff(ours.transmittance, axis=-1) < 0).all()
+    assert ours.gas_water[3, 1, -1] < 0.95 < ours.gas_water[0, 1, -1]
+
+
+def test_lut_check_reports_round_trip_errors() -> None:
+    result = runner.invoke(app, ["lut", "check", "--sensor", "GF6_WFV", "--cases", "8", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"(B\d)\s+│\s+(\d+)\s+│\s+([-+0-9.]+)\s+│\s+([0-9.na]+)\s+│\s+([0-9.na]+)", result.output)
+    assert sum(int(r[1]) for r in rows) == 8
+    for _, _, mean, low, high in rows:
+        assert abs(float(mean)) < 0.005
+        assert low == "nan" or float(low) < 0.0025
+        assert high == "nan" or float(high) < 0.0055
