@@ -216,6 +216,13 @@ def _bracket(position: int, nodes: NDArray[np.intp]) -> tuple[int, float]:
     return lower, (position - nodes[lower]) / (nodes[lower + 1] - nodes[lower])
 
 
+@numba.njit(cache=True)
+def _sample(grid: Array, r0: int, r1: int, c0: int, c1: int, ur: float, uc: float) -> float:
+    """Bilinear value between four coarse nodes."""
+    return float((1 - ur) * ((1 - uc) * grid[r0, c0] + uc * grid[r0, c1])
+                 + ur * ((1 - uc) * grid[r1, c0] + uc * grid[r1, c1]))
+
+
 @numba.njit(parallel=True, cache=True)
 def _apply_on_grid(
     toa: NDArray[np.float32], gain: NDArray[np.float64], offset: NDArray[np.float64], albedo: NDArray[np.float64],
@@ -233,15 +240,8 @@ def _apply_on_grid(
                 continue
             c0, uc = _bracket(c, col_nodes)
             c1 = min(c0 + 1, last_col)
-            w00 = (1 - ur) * (1 - uc)
-            w01 = (1 - ur) * uc
-            w10 = ur * (1 - uc)
-            w11 = ur * uc
-            g = w00 * gain[r0, c0] + w01 * gain[r0, c1] + w10 * gain[r1, c0] + w11 * gain[r1, c1]
-            o = w00 * offset[r0, c0] + w01 * offset[r0, c1] + w10 * offset[r1, c0] + w11 * offset[r1, c1]
-            s = w00 * albedo[r0, c0] + w01 * albedo[r0, c1] + w10 * albedo[r1, c0] + w11 * albedo[r1, c1]
-            y = g * value - o
-            out[r, c] = y / (1.0 + s * y)
+            y = _sample(gain, r0, r1, c0, c1, ur, uc) * value - _sample(offset, r0, r1, c0, c1, ur, uc)
+            out[r, c] = y / (1.0 + _sample(albedo, r0, r1, c0, c1, ur, uc) * y)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -254,9 +254,7 @@ def _bilinear(coarse: Array, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.
         r1 = min(r0 + 1, last_row)
         for c in range(width):
             c0, uc = _bracket(c, col_nodes)
-            c1 = min(c0 + 1, last_col)
-            out[r, c] = ((1 - ur) * ((1 - uc) * coarse[r0, c0] + uc * coarse[r0, c1])
-                         + ur * ((1 - uc) * coarse[r1, c0] + uc * coarse[r1, c1]))
+            out[r, c] = _sample(coarse, r0, r1, c0, min(c0 + 1, last_col), ur, uc)
 
 
 def upsample(coarse: Array, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp],
