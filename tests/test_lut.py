@@ -26,7 +26,7 @@ def test_lut_build_reproduces_the_shipped_table(tmp_path: Path) -> None:
     ours, packaged = load_table("GF1_WFV1", out), load_table("GF1_WFV1")
     assert ours.bands == packaged.bands == ("B1", "B2", "B3", "B4")
     for name in ("path", "rayleigh", "transmittance", "spherical_albedo", "gas_water", "gas_ozone", "gas_mixed",
-                 "molecular_path"):
+                 "molecular_path", "elevated_transmittance", "elevated_spherical_albedo"):
         np.testing.assert_allclose(getattr(ours, name), getattr(packaged, name), rtol=1e-6, err_msg=name)
     # blue scatters more than NIR; transmittance falls with sun zenith; vapour absorbs in the NIR band only
     assert (ours.path[0][:, 0] > ours.path[3][:, 0]).all()  # molecular scattering falls as 1/wavelength^4

@@ -32,12 +32,13 @@ def test_tables_invert_6s_within_two_thousandths() -> None:
 
 
 def test_targets_above_sea_level() -> None:
-    """Up to 3 km the thinner molecular atmosphere is accounted for: visible bands, free of water vapour.
+    """Up to 3 km the thinner atmosphere is accounted for: visible bands, free of water vapour.
 
-    Ignoring the height leaves errors near 0.018; the pressure-scaled molecular tables cut them
-    to below 0.007 (the 0.002 of sea level is not reached yet above 1.5 km).
+    Ignoring the height leaves errors near 0.018; the pressure-scaled molecular path reflectance
+    and 6S's own transmittance and spherical albedo at 2 and 4 km bring them near the sea-level
+    0.002 (one case in 24 is at 0.003).
     """
     report = round_trip("S2A_MSI", 24, seed=11, workers=2, max_elevation_km=3.0, bands=("B02", "B03", "B04"))
     worst = float(np.abs(report.error).max())
     print(f"\nelevated targets up to 3 km: max |error| {worst:.5f}, rms {np.sqrt(np.mean(report.error**2)):.5f}")
-    assert worst < 0.007 and np.sqrt(np.mean(report.error**2)) < 0.003
+    assert worst < 0.0035 and np.sqrt(np.mean(report.error**2)) < 0.002

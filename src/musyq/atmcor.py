@@ -109,12 +109,9 @@ def _relative_azimuth(azimuth: Array) -> Array:
 
 def scattering(
     table: BandTable, band: str, model: str, aot: Array, sun_zenith: Array, view_zenith: Array, relative_azimuth: Array,
-    ratio: Array,
+    height_km: Array,
 ) -> tuple[Array, Array, Array, Array, Array]:
-    """Path and Rayleigh reflectance, downward and upward transmittance and spherical albedo.
-
-    ``ratio`` is the surface pressure over its sea-level value.
-    """
+    """Path and Rayleigh reflectance, downward and upward transmittance and spherical albedo."""
     b, m = table.index(band), table.model(model)
     shape = aot.shape
     ia, wa = _cubic_weights(table.aot550, aot.reshape(-1))
@@ -135,10 +132,10 @@ def scattering(
     down = two_d(table.transmittance[b, m], ia, wa, iz_s, wz_s)
     up = two_d(table.transmittance[b, m], ia, wa, iz_v, wz_v)
     albedo = (table.spherical_albedo[b, m][ia] * wa).sum(axis=-1)
-    pressure = ratio.reshape(-1)
+    pressure = pressure_ratio(height_km).reshape(-1)
     if np.any(pressure < 1.0):
-        # Above sea level: swap the sea-level molecular atmosphere for the thinner one, interpolating
-        # linearly between pressure nodes (two taps of the four).
+        # Above sea level: swap the sea-level molecular path reflectance for the thinner atmosphere's,
+        # interpolating linearly between pressure nodes (two taps of the four).
         nodes = table.pressure_ratio[::-1]
         k = np.clip(np.searchsorted(nodes, pressure) - 1, 0, len(nodes) - 2)
         u = np.clip((pressure - nodes[k]) / (nodes[k + 1] - nodes[k]), 0.0, 1.0)
@@ -146,16 +143,24 @@ def scattering(
         tap_weights = np.stack([1 - u, u, np.zeros_like(u), np.zeros_like(u)], axis=-1)
         sea = np.full_like(taps, len(nodes) - 1)
         sea_weights = np.tile([1.0, 0.0, 0.0, 0.0], (len(u), 1))
-        molecular = {name: np.ascontiguousarray(getattr(table, f"molecular_{name}")[b][::-1])
-                     for name in ("path", "transmittance", "spherical_albedo")}
-        shift = (four_d(molecular["path"], taps, tap_weights) - four_d(molecular["path"], sea, sea_weights))
+        molecular_path = np.ascontiguousarray(table.molecular_path[b][::-1])
+        shift = four_d(molecular_path, taps, tap_weights) - four_d(molecular_path, sea, sea_weights)
         path, rayleigh = path + shift, rayleigh + shift
-        for_sea = {key: two_d(molecular["transmittance"], sea, sea_weights, iz, wz)
-                   for key, iz, wz in (("down", iz_s, wz_s), ("up", iz_v, wz_v))}
-        down = down * two_d(molecular["transmittance"], taps, tap_weights, iz_s, wz_s) / for_sea["down"]
-        up = up * two_d(molecular["transmittance"], taps, tap_weights, iz_v, wz_v) / for_sea["up"]
-        albedo = (albedo + (molecular["spherical_albedo"][taps] * tap_weights).sum(axis=-1)
-                  - molecular["spherical_albedo"][sea[:, 0]])
+        # Transmittance and spherical albedo, where aerosol and molecules couple, come from 6S runs
+        # at fixed heights, linear in height between them.
+        heights = np.concatenate([[0.0], table.elevation_km])
+        height = height_km.reshape(-1)
+        h = np.clip(np.searchsorted(heights, height) - 1, 0, len(heights) - 2)
+        f = np.clip((height - heights[h]) / (heights[h + 1] - heights[h]), 0.0, 1.0)
+        t_levels = [table.transmittance[b, m]] + list(table.elevated_transmittance[b, m])
+        s_levels = [table.spherical_albedo[b, m]] + list(table.elevated_spherical_albedo[b, m])
+        downs = np.stack([two_d(t, ia, wa, iz_s, wz_s) for t in t_levels])
+        ups = np.stack([two_d(t, ia, wa, iz_v, wz_v) for t in t_levels])
+        albedos = np.stack([(s_level[ia] * wa).sum(axis=-1) for s_level in s_levels])
+        points = np.arange(len(height))
+        down = (1 - f) * downs[h, points] + f * downs[h + 1, points]
+        up = (1 - f) * ups[h, points] + f * ups[h + 1, points]
+        albedo = (1 - f) * albedos[h, points] + f * albedos[h + 1, points]
     return (path.reshape(shape), rayleigh.reshape(shape), down.reshape(shape), up.reshape(shape),
             np.asarray(albedo).reshape(shape))
 
@@ -186,7 +191,8 @@ def coefficients(
                                                      atmosphere.water_vapour, atmosphere.ozone,
                                                      atmosphere.elevation_km)))
     ratio = pressure_ratio(elevation)
-    path, rayleigh, down, up, albedo = scattering(table, band, atmosphere.aerosol_model, aot, sun, view, azimuth, ratio)
+    path, rayleigh, down, up, albedo = scattering(table, band, atmosphere.aerosol_model, aot, sun, view, azimuth,
+                                                  elevation)
     air_mass = 1.0 / np.cos(np.radians(np.minimum(sun, 89.0))) + 1.0 / np.cos(np.radians(np.minimum(view, 89.0)))
     others, water, half_water = gas_transmittance(table, band, air_mass, vapour, ozone, ratio)
     surface_transmittance = water * down * up

@@ -54,8 +54,9 @@ MIXED_GASES = ("co2", "oxyg", "no2", "ch4", "co")
 # Targets above sea level: a molecular atmosphere at pressure ratio p scatters at wavelength l as
 # the sea-level one does at l * p**(-1/RAYLEIGH_EXPONENT), since its optical depth goes as p * l**-4.08
 # and its phase function does not depend on wavelength. The aerosol-free slice of the table read at
-# those wavelengths gives the molecular quantities at altitude without further 6S runs.
+# those wavelengths gives the molecular path reflectance at altitude without further 6S runs.
 PRESSURE_RATIO = (1.0, 0.85, 0.7, 0.55)
+ELEVATION_KM = (2.0, 4.0)  # heights with their own diffuse transmittance and spherical albedo
 RAYLEIGH_EXPONENT = 4.08
 NO_SURFACE_BANDS = frozenset({"wv", "cirrus"})  # absorption bands: no surface reflectance
 
@@ -84,6 +85,30 @@ class ScatteringTable:
     rayleigh: Array
     transmittance: Array
     spherical_albedo: Array
+    elevated_transmittance: Array  # (model, wavelength, elevation, aot, zenith)
+    elevated_spherical_albedo: Array  # (model, wavelength, elevation, aot)
+
+
+def _elevated_rows(
+    cache_file: Path, model: str, wavelength: float, elevation: float, workers: int, tick: Callable[[], None] | None
+) -> Array:
+    """(T_down, spherical albedo) per (aot, zenith) for a target above sea level: the diffuse
+    quantities, where aerosol and molecules do not add up, from 6S itself."""
+    if cache_file.exists():
+        rows = np.load(cache_file)
+        if tick is not None:
+            for _ in range(rows.shape[0] * rows.shape[1]):
+                tick()
+        return np.asarray(rows, dtype=np.float64)
+    cases = [sixs.Case(zenith, zenith, 0.0, aot, model, elevation_km=elevation, wavelength_um=wavelength)
+             for aot in AOT550 for zenith in ZENITH]
+    results = sixs.run_many(cases, workers, tick)
+    rows = np.array([(r.scattering_transmittance[0], r.spherical_albedo) for r in results])
+    rows = rows.reshape(len(AOT550), len(ZENITH), 2)
+    partial = cache_file.with_suffix(".partial.npy")
+    np.save(partial, rows)
+    os.replace(partial, cache_file)
+    return rows
 
 
 def _slice_rows(
@@ -141,7 +166,13 @@ def build_scattering(
                     if j == 0:
                         transmittance[m, w, a, i] = row[2]
                     albedo[m, w, a] = row[3]
-    return ScatteringTable(path, rayleigh, transmittance, albedo)
+    elevated = np.zeros((len(AEROSOL_MODELS), len(WAVELENGTHS_UM), len(ELEVATION_KM), len(AOT550), nz, 2))
+    for m, model in enumerate(AEROSOL_MODELS):
+        for w, wavelength in enumerate(WAVELENGTHS_UM):
+            for e, elevation in enumerate(ELEVATION_KM):
+                cache_file = cache_dir / f"elevated_{model}_{wavelength:.3f}_{elevation:.1f}.npy"
+                elevated[m, w, e] = _elevated_rows(cache_file, model, wavelength, elevation, workers, tick)
+    return ScatteringTable(path, rayleigh, transmittance, albedo, elevated[..., 0], elevated[..., 1].mean(axis=-1))
 
 
 SCATTERING_FILE = "scattering.npz"
@@ -150,13 +181,14 @@ SCATTERING_FILE = "scattering.npz"
 def _grid() -> dict[str, Array]:
     return {"aerosol_models": np.array(AEROSOL_MODELS), "wavelengths_um": np.array(WAVELENGTHS_UM),
             "aot550": np.array(AOT550), "zenith": np.array(ZENITH), "azimuth": np.array(AZIMUTH),
-            "pressure_ratio": np.array(PRESSURE_RATIO)}
+            "pressure_ratio": np.array(PRESSURE_RATIO), "elevation_km": np.array(ELEVATION_KM)}
 
 
 def save_scattering(table: ScatteringTable, folder: Path) -> None:
     """Keep the sensor-independent table beside the band tables, so a new sensor needs only its gas runs."""
     arrays = {"path": table.path, "rayleigh": table.rayleigh, "transmittance": table.transmittance,
-              "spherical_albedo": table.spherical_albedo}
+              "spherical_albedo": table.spherical_albedo, "elevated_transmittance": table.elevated_transmittance,
+              "elevated_spherical_albedo": table.elevated_spherical_albedo}
     _save(folder / SCATTERING_FILE, _grid() | {k: v.astype(np.float32) for k, v in arrays.items()})
 
 
@@ -168,8 +200,9 @@ def load_scattering(folder: Path) -> ScatteringTable | None:
     with np.load(path) as data:
         if any(not np.array_equal(data[k], v) for k, v in _grid().items()):
             return None
-        return ScatteringTable(*(data[k].astype(np.float64) for k in ("path", "rayleigh", "transmittance",
-                                                                        "spherical_albedo")))
+        return ScatteringTable(*(data[k].astype(np.float64) for k in (
+            "path", "rayleigh", "transmittance", "spherical_albedo", "elevated_transmittance",
+            "elevated_spherical_albedo")))
 
 
 def _save(path: Path, arrays: dict[str, Array]) -> None:
@@ -181,7 +214,8 @@ def _save(path: Path, arrays: dict[str, Array]) -> None:
 
 
 def scattering_run_count() -> int:
-    return len(AEROSOL_MODELS) * len(WAVELENGTHS_UM) * len(AOT550) * len(_geometries())
+    slices = len(AEROSOL_MODELS) * len(WAVELENGTHS_UM)
+    return slices * len(AOT550) * (len(_geometries()) + len(ELEVATION_KM) * len(ZENITH))
 
 
 def _loglog_weights(wavelength_um: Array) -> tuple[NDArray[np.intp], Array]:
@@ -318,12 +352,14 @@ def build_band_table(sensor_id: str, scattering: ScatteringTable, gas: dict[str,
     for name, values in quantities.items():
         per_band = [band_integrate(values, srf.wavelength_nm, w) for w in weights]
         table[name] = np.stack(per_band).astype(np.float32)
-        # the molecular atmosphere (model 0, no aerosol) at each pressure ratio
-        molecular = values[0, 0]
-        table[f"molecular_{name}"] = np.stack([
-            np.stack([band_integrate(molecular, srf.wavelength_nm, w, ratio ** (-1 / RAYLEIGH_EXPONENT))
-                      for ratio in PRESSURE_RATIO]) for w in weights]).astype(np.float32)
-    del table["molecular_rayleigh"]
+    # the molecular path reflectance (model 0, no aerosol) at each pressure ratio
+    molecular = quantities["path"][0, 0]
+    table["molecular_path"] = np.stack([
+        np.stack([band_integrate(molecular, srf.wavelength_nm, w, ratio ** (-1 / RAYLEIGH_EXPONENT))
+                  for ratio in PRESSURE_RATIO]) for w in weights]).astype(np.float32)
+    for name in ("elevated_transmittance", "elevated_spherical_albedo"):
+        values = np.moveaxis(getattr(scattering, name), 1, -1)
+        table[name] = np.stack([band_integrate(values, srf.wavelength_nm, w) for w in weights]).astype(np.float32)
     table.update(gas)
     table["surface_bands"] = np.array(surface_bands(sensor))
     return table
@@ -356,8 +392,9 @@ class BandTable:
     gas_mixed: Array
     pressure_ratio: Array
     molecular_path: Array  # (band, pressure, sun, view, azimuth): no aerosol
-    molecular_transmittance: Array  # (band, pressure, zenith)
-    molecular_spherical_albedo: Array  # (band, pressure)
+    elevation_km: Array
+    elevated_transmittance: Array  # (band, model, elevation, aot, zenith)
+    elevated_spherical_albedo: Array  # (band, model, elevation, aot)
 
     def index(self, band: str) -> int:
         try:
@@ -411,7 +448,8 @@ def load_table(sensor_id: str, folder: Path | None = None) -> BandTable:
             gas_mixed=data["gas_mixed"],
             pressure_ratio=data["pressure_ratio"].astype(np.float64),
             molecular_path=data["molecular_path"].astype(np.float64),
-            molecular_transmittance=data["molecular_transmittance"].astype(np.float64),
-            molecular_spherical_albedo=data["molecular_spherical_albedo"].astype(np.float64),
+            elevation_km=data["elevation_km"].astype(np.float64),
+            elevated_transmittance=data["elevated_transmittance"].astype(np.float64),
+            elevated_spherical_albedo=data["elevated_spherical_albedo"].astype(np.float64),
         )
 
