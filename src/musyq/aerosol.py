@@ -60,6 +60,10 @@ class Blocks:
         c = np.minimum(np.arange(cols) * self.size + self.size / 2, self.shape[1] - 1)
         return r, c
 
+    def enough(self, counts: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """Blocks with enough usable pixels for a retrieval (a quarter of a small block)."""
+        return np.asarray(counts >= min(MIN_DARK_PIXELS, self.size**2 // 4))
+
     def split(self, image: NDArray[Any]) -> NDArray[Any]:
         """(block_row, block_col, pixels) view of an image, padded with NaN/False to whole blocks."""
         rows, cols = self.grid
@@ -99,10 +103,9 @@ class BlockState:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """A field on the block grid, where it was retrieved, and what happened."""
+    """A field on the block grid and how it was obtained."""
 
     values: Array
-    retrieved: NDArray[np.bool_]
     note: str
 
 
@@ -146,11 +149,11 @@ def _finish(values: Array, retrieved: NDArray[np.bool_], method: str, fallback: 
     share = float(retrieved.mean())
     if not retrieved.any():
         warnings.warn(f"{method}: too few usable pixels for an aerosol retrieval; AOD {fallback} assumed", stacklevel=3)
-        return Retrieval(np.full(values.shape, fallback), retrieved, f"fallback {fallback}")
+        return Retrieval(np.full(values.shape, fallback), f"fallback {fallback}")
     if share < 0.1:
         warnings.warn(f"{method}: aerosol retrieved in only {100 * share:.0f}% of the blocks; the rest is filled "
                       "from them", stacklevel=3)
-    return Retrieval(fill_and_smooth(values, retrieved), retrieved, f"{method} in {100 * share:.0f}% of blocks")
+    return Retrieval(fill_and_smooth(values, retrieved), f"{method} in {100 * share:.0f}% of blocks")
 
 
 def _fit_aot(
@@ -179,7 +182,7 @@ def dark_target_aot(
     with np.errstate(invalid="ignore", divide="ignore"):
         ndvi = (nir - red) / (nir + red)
         dark = inside & (swir >= DARK_SWIR[0]) & (swir <= DARK_SWIR[1]) & (ndvi > 0.3) & (blue < 0.25)
-    retrieved = dark.sum(axis=-1) >= min(MIN_DARK_PIXELS, blocks.size**2 // 4)
+    retrieved = blocks.enough(dark.sum(axis=-1))
     # the 20th-50th percentile of the dark pixels' SWIR in each block: dark, but not the darkest (shadows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # blocks without dark pixels
@@ -216,7 +219,7 @@ def prior_surface_aot(
     with np.errstate(invalid="ignore"):
         usable = (blocks.split(valid).astype(bool) & np.isfinite(surface_prior["blue"]) & np.isfinite(surface_prior["red"])
                   & (surface_prior["blue"] > 0.0) & (surface_prior["blue"] < 0.12) & (toa["blue"] < 0.3))
-    retrieved = usable.sum(axis=-1) >= min(MIN_DARK_PIXELS, blocks.size**2 // 4)
+    retrieved = blocks.enough(usable.sum(axis=-1))
     medians = {f"toa_{n}": _masked_median(toa[n], usable) for n in names}
     medians.update({f"prior_{n}": _masked_median(surface_prior[n], usable) for n in names})
     values = np.full(retrieved.shape, np.nan)
@@ -234,9 +237,8 @@ def water_vapour_from_band(
     """Column water vapour (g cm-2) per block from the 945 nm band (``wv``) and the 865 nm window (``nir08``)."""
     absorbing, window = blocks.split(channels["wv"].toa), blocks.split(channels["nir08"].toa)
     inside = blocks.split(valid).astype(bool) & (window > 0.1) & np.isfinite(absorbing)
-    counts = inside.sum(axis=-1)
-    retrieved = counts >= min(MIN_DARK_PIXELS, blocks.size**2 // 4)
-    values = np.full(counts.shape, np.nan)
+    retrieved = blocks.enough(inside.sum(axis=-1))
+    values = np.full(retrieved.shape, np.nan)
     if retrieved.any():
         toa_absorbing = _masked_median(absorbing, inside)[retrieved]
         toa_window = _masked_median(window, inside)[retrieved]
@@ -246,7 +248,7 @@ def water_vapour_from_band(
         misfit = (toa_reflectance(surface, absorbing_coef) - toa_absorbing[:, None]) ** 2
         values[retrieved] = _best_candidate(misfit, VAPOUR_CANDIDATES)
     if not retrieved.any():
-        return Retrieval(np.full(counts.shape, fallback), retrieved, f"fallback {fallback}")
-    return Retrieval(fill_and_smooth(values, retrieved), retrieved,
+        return Retrieval(np.full(retrieved.shape, fallback), f"fallback {fallback}")
+    return Retrieval(fill_and_smooth(values, retrieved),
                      f"from the 945 nm band in {100 * float(retrieved.mean()):.0f}% of blocks")
 

@@ -127,16 +127,17 @@ def scattering(
         return np.asarray((grid[first[:, :, None], iz[:, None, :]] * first_weights[:, :, None]
                            * wz[:, None, :]).sum(axis=(-2, -1)))
 
+    height = height_km.reshape(-1)
     path = four_d(table.path[b, m], ia, wa)
     rayleigh = four_d(table.rayleigh[b, m], ia, wa)
     down = two_d(table.transmittance[b, m], ia, wa, iz_s, wz_s)
     up = two_d(table.transmittance[b, m], ia, wa, iz_v, wz_v)
     albedo = (table.spherical_albedo[b, m][ia] * wa).sum(axis=-1)
-    pressure = pressure_ratio(height_km).reshape(-1)
-    if np.any(pressure < 1.0):
-        # Above sea level: swap the sea-level molecular path reflectance for the thinner atmosphere's,
-        # interpolating linearly between pressure nodes (two taps of the four).
+    if np.any(height > 0):
+        # Above sea level the molecular path reflectance is swapped for the thinner atmosphere's,
+        # linear between pressure nodes (two taps of the four).
         nodes = table.pressure_ratio[::-1]
+        pressure = pressure_ratio(height)
         k = np.clip(np.searchsorted(nodes, pressure) - 1, 0, len(nodes) - 2)
         u = np.clip((pressure - nodes[k]) / (nodes[k + 1] - nodes[k]), 0.0, 1.0)
         taps = np.stack([k, k + 1, k + 1, k + 1], axis=-1)
@@ -147,16 +148,14 @@ def scattering(
         shift = four_d(molecular_path, taps, tap_weights) - four_d(molecular_path, sea, sea_weights)
         path, rayleigh = path + shift, rayleigh + shift
         # Transmittance and spherical albedo, where aerosol and molecules couple, come from 6S runs
-        # at fixed heights, linear in height between them.
+        # at fixed heights, linear in height between them and sea level.
+        downs = np.stack([down, *(two_d(t, ia, wa, iz_s, wz_s) for t in table.elevated_transmittance[b, m])])
+        ups = np.stack([up, *(two_d(t, ia, wa, iz_v, wz_v) for t in table.elevated_transmittance[b, m])])
+        albedos = np.stack([albedo, *((s_level[ia] * wa).sum(axis=-1)
+                                      for s_level in table.elevated_spherical_albedo[b, m])])
         heights = np.concatenate([[0.0], table.elevation_km])
-        height = height_km.reshape(-1)
         h = np.clip(np.searchsorted(heights, height) - 1, 0, len(heights) - 2)
         f = np.clip((height - heights[h]) / (heights[h + 1] - heights[h]), 0.0, 1.0)
-        t_levels = [table.transmittance[b, m]] + list(table.elevated_transmittance[b, m])
-        s_levels = [table.spherical_albedo[b, m]] + list(table.elevated_spherical_albedo[b, m])
-        downs = np.stack([two_d(t, ia, wa, iz_s, wz_s) for t in t_levels])
-        ups = np.stack([two_d(t, ia, wa, iz_v, wz_v) for t in t_levels])
-        albedos = np.stack([(s_level[ia] * wa).sum(axis=-1) for s_level in s_levels])
         points = np.arange(len(height))
         down = (1 - f) * downs[h, points] + f * downs[h + 1, points]
         up = (1 - f) * ups[h, points] + f * ups[h + 1, points]

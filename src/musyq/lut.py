@@ -1,10 +1,10 @@
 """Atmospheric lookup tables from 6S, per sensor band.
 
-The build has two parts, chosen to keep it near an hour on two cores:
+The build has two parts, chosen to keep the number of 6S runs near 32,000:
 
 * **Scattering** (path reflectance, its Rayleigh part, diffuse + direct transmittance, spherical
   albedo) is smooth in wavelength. 6S itself computes it at fixed reference wavelengths and
-  interpolates log-log in between, so the table holds monochromatic runs at ten of those
+  interpolates log-log in between, so the table holds monochromatic runs at eleven of those
   wavelengths over aerosol optical depth, sun and view zenith and relative azimuth, for each
   aerosol model. Path reflectance is reciprocal in sun and view zenith, which halves the runs.
   It does not depend on the sensor and is built once.
@@ -277,11 +277,7 @@ def gas_curves(results: list[sixs.Result]) -> GasCurves:
             ozone_t.append(gas["ozone"][column])
             mixed_m.append(air_mass * scale)
             mixed_t.append(float(np.prod([gas[g][column] for g in MIXED_GASES])))
-    water_curve = _curve(water_p, water_t)
-    ozone_curve = _curve(ozone_p, ozone_t)
-    # The mixed gases are always there: extend to zero air mass through the first samples.
-    mixed = _curve(mixed_m, mixed_t)
-    return GasCurves(water_curve, ozone_curve, mixed)
+    return GasCurves(_curve(water_p, water_t), _curve(ozone_p, ozone_t), _curve(mixed_m, mixed_t))
 
 
 def path_transmittance(curve: tuple[Array, Array], path: ArrayLike) -> Array:
@@ -304,10 +300,6 @@ def path_transmittance(curve: tuple[Array, Array], path: ArrayLike) -> Array:
 def surface_bands(sensor: Sensor) -> tuple[str, ...]:
     """Bands that get a surface reflectance: reflective bands outside absorption features."""
     return tuple(b.id for b in sensor.reflective_bands if b.common_name not in NO_SURFACE_BANDS)
-
-
-def _table_folder() -> resources.abc.Traversable:
-    return resources.files("musyq").joinpath("data", "lut")
 
 
 def build_gas_curves(
@@ -408,13 +400,15 @@ class BandTable:
         return self.aerosol_models.index(name)
 
 
+def table_folder() -> Path:
+    """Where the tables live: ``$MUSYQ_LUT_DIR``, else the package data."""
+    if os.environ.get("MUSYQ_LUT_DIR"):
+        return Path(os.environ["MUSYQ_LUT_DIR"])
+    return Path(str(resources.files("musyq").joinpath("data", "lut")))
+
+
 def table_path(sensor_id: str, folder: Path | None = None) -> Path:
-    """Where a sensor's table lives: ``folder``, else ``$MUSYQ_LUT_DIR``, else the package data."""
-    if folder is None and os.environ.get("MUSYQ_LUT_DIR"):
-        folder = Path(os.environ["MUSYQ_LUT_DIR"])
-    if folder is not None:
-        return folder / f"{sensor_id}.npz"
-    return Path(str(_table_folder().joinpath(f"{sensor_id}.npz")))
+    return (folder or table_folder()) / f"{sensor_id}.npz"
 
 
 def has_table(sensor_id: str) -> bool:

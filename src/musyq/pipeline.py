@@ -10,7 +10,7 @@ import math
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -182,10 +182,6 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     properties: dict[str, object] = {"musyq:source_product": scene.product_id, "musyq:reader": scene.reader,
                                      "musyq:angles": scene.angles.describe()}
     atmosphere = options.atmosphere
-    if atmosphere is not None and not has_table(scene.sensor.id):
-        warnings.warn(f"{scene.sensor.id} has no atmospheric lookup table (no spectral responses in musyq): "
-                      "TOA only", stacklevel=2)
-        atmosphere = None
     if atmosphere is not None:
         prior = load_prior(atmosphere.aot_prior, geobox[window]) if atmosphere.aot_prior is not None else None
         elevation = load_elevation(atmosphere.dem, geobox[window]) if atmosphere.dem is not None else None
@@ -226,6 +222,10 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
 
 def run_ard(scene: Scene, out_dir: Path, options: ArdOptions, progress: Progress | None = None) -> list[TileResult]:
     """Produce every requested tile of one scene; finished tiles are skipped unless ``overwrite``."""
+    if options.atmosphere is not None and not has_table(scene.sensor.id):
+        warnings.warn(f"{scene.sensor.id} has no atmospheric lookup table (build one with musyq lut build): "
+                      "TOA only", stacklevel=2)
+        options = replace(options, atmosphere=None)
     results = []
     for tile in select_tiles(scene, options.tiles):
         if progress:

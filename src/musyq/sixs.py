@@ -128,6 +128,8 @@ def parse_output(text: str) -> Result:
 def run(case: Case) -> Result:
     """Simulate one case with 6S."""
     completed = subprocess.run([executable()], input=input_deck(case).encode(), capture_output=True, check=False)
+    if completed.returncode != 0:
+        raise SixSUnavailable(f"6S ({executable()}) failed: {completed.stderr.decode(errors='replace').strip()[-500:]}")
     return parse_output(completed.stdout.decode(errors="replace"))
 
 

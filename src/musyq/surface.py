@@ -25,6 +25,7 @@ from .aerosol import (
     prior_surface_aot,
     water_vapour_from_band,
 )
+from .angles import fill_gaps
 from .atmcor import Atmosphere, coarse_nodes, coefficients, correct_band, upsample
 from .errors import InputError, MusyqError
 from .grid import crs_wkt
@@ -83,18 +84,10 @@ def _block_to_nodes(values: Array, blocks: Blocks, row_nodes: NDArray[np.intp], 
 
 
 def _coarse_geometry(angles: NDArray[np.float32], rows: NDArray[np.intp], cols: NDArray[np.intp]) -> tuple[Array, Array, Array]:
+    """Sun zenith, view zenith and relative azimuth at the grid points (gaps from the nearest point)."""
     sun_azimuth, sun_zenith, view_azimuth, view_zenith = (
         np.asarray(a[np.ix_(rows, cols)], dtype=np.float64) for a in angles)
-    geometry = []
-    for values in (sun_zenith, view_zenith, sun_azimuth - view_azimuth):
-        missing = ~np.isfinite(values)
-        if missing.all():
-            raise ValueError("no angles on the tile")
-        if missing.any():
-            values = values.copy()
-            values[missing] = np.nanmean(values)
-        geometry.append(values)
-    return geometry[0], geometry[1], geometry[2]
+    return fill_gaps(sun_zenith), fill_gaps(view_zenith), fill_gaps(sun_azimuth - view_azimuth)
 
 
 def _channels(bands: tuple[Band, ...], toa: NDArray[np.float32], names: tuple[str, ...]) -> dict[str, Channel] | None:

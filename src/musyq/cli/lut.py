@@ -18,6 +18,7 @@ from rich.table import Table
 
 from musyq import lut as tables
 from musyq.cli.options import console, user_errors
+from musyq.lutcheck import round_trip
 from musyq.sensors import available_sensors, get_sensor
 
 app = typer.Typer(help="Atmospheric lookup tables (6S).", no_args_is_help=True)
@@ -42,7 +43,7 @@ def build(
     with user_errors():
         sensor_ids = [get_sensor(s).id for s in sensor] or [s for s in available_sensors()
                                                              if get_sensor(s).srf_file is not None]
-        folder = out if out is not None else tables.table_path("x").parent
+        folder = out if out is not None else tables.table_folder()
         with _progress() as progress:
             scattering = None if rebuild_scattering else tables.load_scattering(folder)
             if scattering is None:
@@ -72,8 +73,6 @@ def check(
     workers: int = typer.Option(2, "--workers", "-j"),
 ) -> None:
     """Simulate random cases with band-integrated 6S and report how well the table inverts them."""
-    from musyq.lutcheck import round_trip
-
     with user_errors():
         report = round_trip(get_sensor(sensor).id, cases, seed=seed, workers=workers, max_elevation_km=max_elevation)
     table = Table("band", "cases", "mean error", "max |error| (AOT<=0.5)", "max |error| (AOT>0.5)")
