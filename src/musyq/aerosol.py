@@ -60,6 +60,12 @@ class Blocks:
         c = np.minimum(np.arange(cols) * self.size + self.size / 2, self.shape[1] - 1)
         return r, c
 
+    def interpolate(self, values: Array, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> Array:
+        """Per-block values, linearly interpolated between block centres, at the given pixel rows and columns."""
+        r, c = self.centres()
+        across = np.stack([np.interp(cols, c, row) for row in values])
+        return np.stack([np.interp(rows, r, column) for column in across.T], axis=1)
+
     def enough(self, counts: NDArray[np.intp]) -> NDArray[np.bool_]:
         """Blocks with enough usable pixels for a retrieval (a quarter of a small block)."""
         return np.asarray(counts >= min(MIN_DARK_PIXELS, self.size**2 // 4))

@@ -77,12 +77,6 @@ class SurfaceResult:
     notes: dict[str, str]
 
 
-def _block_to_nodes(values: Array, blocks: Blocks, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp]) -> Array:
-    r, c = blocks.centres()
-    across = np.stack([np.interp(col_nodes, c, row) for row in values])
-    return np.stack([np.interp(row_nodes, r, column) for column in across.T], axis=1)
-
-
 def _coarse_geometry(angles: NDArray[np.float32], rows: NDArray[np.intp], cols: NDArray[np.intp]) -> tuple[Array, Array, Array]:
     """Sun zenith, view zenith and relative azimuth at the grid points (gaps from the nearest point)."""
     sun_azimuth, sun_zenith, view_azimuth, view_zenith = (
@@ -170,9 +164,9 @@ def correct_tile(
 
     rows, cols = coarse_nodes(shape[0], COEFFICIENT_STEP), coarse_nodes(shape[1], COEFFICIENT_STEP)
     sun, view, azimuth = _coarse_geometry(angles, rows, cols)
-    aot_nodes = _block_to_nodes(aot_block, blocks, rows, cols)
-    vapour_nodes = _block_to_nodes(vapour_block, blocks, rows, cols)
-    height_nodes = _block_to_nodes(heights, blocks, rows, cols)
+    aot_nodes = blocks.interpolate(aot_block, rows, cols)
+    vapour_nodes = blocks.interpolate(vapour_block, rows, cols)
+    height_nodes = blocks.interpolate(heights, rows, cols)
     atmosphere = Atmosphere(aot_nodes, vapour_nodes, options.ozone, options.aerosol_model, height_nodes)
     surface_bands = tuple(b for b in bands if b.id in table.surface_bands)
     reflectance = np.empty((len(surface_bands), *shape), dtype=np.float32)

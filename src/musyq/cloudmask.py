@@ -1,0 +1,336 @@
+"""Pixel quality from TOA reflectance: cloud, cloud shadow, snow, water and fill, with a cloud probability.
+
+The musyq method follows Fmask (Zhu & Woodcock 2012; Qiu, Zhu & He 2019, "Fmask 4"):
+
+1. spectral tests pick *potential* cloud pixels (bright, white, hazy in blue, not vegetation);
+2. a cloud probability is formed from brightness (thermal, or the haze-optimized transform where
+   there is no thermal band) times spectral flatness, and the threshold is set by the scene's own
+   clear pixels, so a bright desert or a dark winter scene moves the threshold with it;
+3. cloud objects are projected along the sun direction to find their shadows;
+4. water and snow come from their own spectral tests; clouds and shadows are dilated.
+
+Only the bands a sensor has are used: without shortwave infrared (Gaofen WFV) the tests fall back
+to the visible and near infrared, without thermal to the haze-optimized transform.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from musyq.errors import MissingBandError
+from musyq.output import CLEAR, CLOUD, CLOUD_SHADOW, FILL, SNOW, WATER
+from musyq.shadow import ShadowGeometry, cloud_shadows, dark_pixels
+
+Array = NDArray[np.float32]
+Mask = NDArray[np.bool_]
+
+REQUIRED = ("blue", "green", "red", "nir")
+
+
+@dataclass(frozen=True)
+class MaskInputs:
+    """TOA reflectance by common band name plus what the scene geometry says.
+
+    ``bands`` needs blue, green, red and a near-infrared band (``nir`` or ``nir08``); swir16,
+    swir22, cirrus and a brightness temperature in kelvin are used where given.
+    """
+
+    bands: Mapping[str, Array]
+    sun_zenith: float
+    sun_azimuth: float
+    pixel_size: float
+    view_zenith: float = 0.0
+    view_azimuth: float = 0.0
+    brightness_temperature: Array | None = None
+    valid: Mask | None = None
+    source: str = "input"
+
+    def band(self, name: str) -> Array | None:
+        if name == "nir":
+            return self.bands.get("nir", self.bands.get("nir08"))
+        return self.bands.get(name)
+
+    def require(self) -> None:
+        missing = [n for n in REQUIRED if self.band(n) is None]
+        if missing:
+            raise MissingBandError(self.source, f"the cloud mask needs the bands {', '.join(missing)} "
+                                                f"(given: {', '.join(sorted(self.bands)) or 'none'})")
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """Thresholds and switches of one method."""
+
+    probability_margin: float = 0.175  # added to the clear-land probability percentile (Fmask 4, Landsat 8)
+    cirrus_weight: float = 0.3
+    use_ndbi: bool = True  # Fmask 4 variability term
+    use_hot_probability: bool = True  # Fmask 4 brightness term where there is no thermal band
+    adaptive_hot: bool = True  # haze test relative to the scene's clear land, not a fixed 0.08
+    min_cloud_pixels: int = 3
+    cloud_buffer_m: float = 0.0
+    shadow_buffer_m: float = 30.0
+    shadow_reach_m: float = 300.0  # how far from a cast zone a dark pixel may still be its shadow
+
+
+@dataclass(frozen=True)
+class SpectralTests:
+    """Per-pixel outcomes of the spectral tests and the scene's cloud-probability threshold."""
+
+    potential_cloud: Mask
+    water: Mask
+    snow: Mask
+    land_probability: Array
+    water_probability: Array
+    land_threshold: float
+    clear_land_fraction: float
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """The quality codes, a cloud probability in percent, and how the mask was reached."""
+
+    quality: NDArray[np.uint8]
+    cloud_probability: NDArray[np.uint8]
+    notes: dict[str, float | str] = field(default_factory=dict)
+
+    def fraction(self, code: int) -> float:
+        valid = self.quality != FILL
+        return float((self.quality[valid] == code).mean()) if valid.any() else math.nan
+
+
+def _ratio(a: Array, b: Array) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (a - b) / (a + b)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def _percentile(values: Array, q: float, default: float) -> float:
+    return float(np.percentile(values, q)) if values.size else default
+
+
+def _disk(radius: int) -> Mask:
+    y, x = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+    return np.asarray(x * x + y * y <= radius * radius)
+
+
+def _dilate(mask: Mask, metres: float, pixel_size: float) -> Mask:
+    radius = int(round(metres / pixel_size))
+    if radius < 1 or not mask.any():
+        return mask
+    return np.asarray(ndimage.binary_dilation(mask, structure=_disk(radius)))
+
+
+def saturated(band: Array, valid: Mask, min_fraction: float = 5e-4) -> Mask:
+    """Pixels at a band's saturation level, found as a plateau of identical maximum values.
+
+    A saturated detector clips many bright pixels (cloud, snow) to one value; a natural maximum
+    is reached by a handful. Clipped visible bands break the whiteness and haze tests.
+    """
+    values = band[valid]
+    if values.size == 0:
+        return np.zeros(band.shape, dtype=bool)
+    top = values.max()
+    at_top = band >= top - np.float32(1e-6)
+    if top < 0.2 or (at_top & valid).sum() < min_fraction * values.size:
+        return np.zeros(band.shape, dtype=bool)
+    return np.asarray(at_top & valid)
+
+
+def spectral_tests(inputs: MaskInputs, settings: MaskSettings, valid: Mask) -> SpectralTests:
+    """Potential cloud, water, snow and the cloud probability, pixel by pixel."""
+    blue, green, red, nir = (inputs.band(n) for n in REQUIRED)
+    assert blue is not None and green is not None and red is not None and nir is not None
+    swir16, swir22, cirrus = inputs.band("swir16"), inputs.band("swir22"), inputs.band("cirrus")
+    temperature = inputs.brightness_temperature
+    celsius = None if temperature is None else temperature - np.float32(273.15)
+
+    saturated_visible = saturated(blue, valid) | saturated(green, valid) | saturated(red, valid)
+    ndvi = _ratio(nir, red)
+    ndsi = _ratio(green, swir16) if swir16 is not None else np.zeros_like(ndvi)
+    mean_visible = (blue + green + red) / np.float32(3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        whiteness = (np.abs(blue - mean_visible) + np.abs(green - mean_visible) + np.abs(red - mean_visible)) \
+            / mean_visible
+    whiteness = np.nan_to_num(whiteness, nan=1.0, posinf=1.0).astype(np.float32)
+    whiteness[saturated_visible] = 0
+    ndvi[saturated_visible] = 0
+    ndsi[saturated_visible] = 0
+    hot = blue - np.float32(0.5) * red - np.float32(0.08)
+    hot[saturated_visible] = np.maximum(hot[saturated_visible], np.float32(0.08))
+
+    hot_limit = 0.0
+    if settings.adaptive_hot:
+        # over bright soil clear land sits well below 0: a thin cloud raises HOT above the clear
+        # land around it long before it crosses Fmask's fixed limit
+        hot_limit = min(0.0, _percentile(hot[valid & (hot <= 0)], 82.5, 0.0))
+    potential = (ndvi < 0.8) & (whiteness < 0.7) & (hot > hot_limit)
+    if swir16 is not None:
+        potential &= ndsi < 0.8
+        with np.errstate(divide="ignore", invalid="ignore"):
+            potential &= nir / swir16 > 0.75
+    if swir22 is not None:
+        potential &= swir22 > 0.03
+    if celsius is not None:
+        potential &= celsius < 27
+    if cirrus is not None:
+        potential |= cirrus > 0.01
+    potential &= valid
+
+    water = ((ndvi < 0.01) & (nir < 0.11)) | ((ndvi > 0) & (ndvi < 0.1) & (nir < 0.05))
+    water &= valid
+    if swir16 is not None:
+        # without a temperature to rule out warm cloud edges, the stricter MODIS NDSI limit (Hall et al.)
+        snow = (ndsi > (0.15 if celsius is not None else 0.4)) & (nir > 0.11) & (green > 0.1)
+        if celsius is not None:
+            snow &= celsius < 10
+    else:
+        snow = np.zeros_like(water)
+    snow &= valid
+
+    clear_land = valid & ~potential & ~water
+    clear_water = valid & ~potential & water
+    variability = np.maximum(np.abs(ndvi), whiteness)
+    if swir16 is not None:
+        variability = np.maximum(variability, np.abs(ndsi))
+        if settings.use_ndbi:
+            variability = np.maximum(variability, np.abs(_ratio(swir16, nir)))
+    variability_probability = 1 - variability
+    if celsius is not None:
+        low = _percentile(celsius[clear_land], 17.5, 0.0)
+        high = _percentile(celsius[clear_land], 82.5, 30.0)
+        brightness_probability = (high + 4 - celsius) / (high + 4 - (low - 4))
+    elif settings.use_hot_probability:
+        low = _percentile(hot[clear_land], 17.5, -0.1) - 0.04
+        high = _percentile(hot[clear_land], 82.5, 0.0) + 0.04
+        brightness_probability = np.clip((hot - low) / (high - low), 0, 1)
+    else:
+        brightness_probability = np.ones_like(hot)
+    land_probability = np.clip(brightness_probability, 0, None) * variability_probability
+    if cirrus is not None:
+        land_probability = land_probability + settings.cirrus_weight * np.clip(cirrus / 0.04, 0, None)
+
+    bright_probability = np.clip((swir16 if swir16 is not None else nir) / np.float32(0.11), 0, 1)
+    if celsius is not None:
+        water_temperature = _percentile(celsius[clear_water], 82.5, 20.0)
+        water_probability = np.clip((water_temperature - celsius) / 4, 0, None) * bright_probability
+    else:
+        water_probability = bright_probability
+    if cirrus is not None:
+        water_probability = water_probability + np.clip(cirrus / 0.04, 0, None)
+
+    land_threshold = _percentile(land_probability[clear_land], 82.5, 0.0) + settings.probability_margin
+    return SpectralTests(potential, water, snow, land_probability.astype(np.float32),
+                         water_probability.astype(np.float32), land_threshold,
+                         float(clear_land.sum() / max(valid.sum(), 1)))
+
+
+def cloud_probability(land: Array, water: Array, is_water: Mask, potential: Mask, threshold: float) -> Array:
+    """One probability per pixel in percent, with 50 where the pixel's own threshold lies.
+
+    Land and water scores have different thresholds (the scene's own and 0.5); each is mapped
+    piecewise linearly so that 0 -> 0, threshold -> 50 and twice the threshold (or more) -> 100.
+    Pixels that fail the potential-cloud tests stay below 50.
+    """
+    score = np.where(is_water, water, land)
+    limit = np.where(is_water, np.float32(0.5), np.float32(max(threshold, 1e-3)))
+    percent = np.where(score < limit, 50 * score / limit, 50 + 50 * (score - limit) / limit)
+    percent = np.clip(percent, 0, 100)
+    percent = np.where(potential, percent, np.minimum(percent, 49))
+    return percent.astype(np.float32)
+
+
+def _remove_small(mask: Mask, min_pixels: int) -> Mask:
+    if min_pixels <= 1 or not mask.any():
+        return mask
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return np.asarray(keep[labels])
+
+
+def fmask_quality(inputs: MaskInputs, settings: MaskSettings) -> MaskResult:
+    """Fmask-style mask: spectral tests, a scene-adaptive probability, shadows where clouds cast them."""
+    inputs.require()
+    nir = inputs.band("nir")
+    assert nir is not None
+    valid = np.ones(nir.shape, dtype=bool) if inputs.valid is None else inputs.valid.copy()
+    for array in inputs.bands.values():
+        valid &= np.isfinite(array)
+    tests = spectral_tests(inputs, settings, valid)
+    potential, water = tests.potential_cloud, tests.water
+
+    cloud = potential & ((~water & (tests.land_probability > tests.land_threshold))
+                         | (water & (tests.water_probability > 0.5)))
+    if tests.clear_land_fraction < 0.03:  # too little clear land to set a threshold from
+        cloud = potential.copy()
+    cloud = _remove_small(cloud, settings.min_cloud_pixels)
+    neighbours = ndimage.convolve(cloud.astype(np.uint8), np.ones((3, 3), dtype=np.uint8), mode="constant")
+    cloud |= (neighbours >= 5) & valid
+    notes: dict[str, float | str] = {"land_threshold": round(tests.land_threshold, 4)}
+
+    shadow = np.zeros_like(cloud)
+    if cloud.any():
+        darkness = [b for b in (nir, inputs.band("swir16")) if b is not None]
+        dark = dark_pixels(darkness, valid & ~cloud & ~water, valid, inputs.pixel_size) & ~water
+        geometry = ShadowGeometry.from_angles(inputs.sun_zenith, inputs.sun_azimuth, inputs.view_zenith,
+                                              inputs.view_azimuth, inputs.pixel_size)
+        found = cloud_shadows(cloud, dark, valid, geometry, int(round(settings.shadow_reach_m / inputs.pixel_size)))
+        shadow = found.shadow
+        notes.update({"cloud_objects": found.cloud_objects, "shadows_matched": found.matched_objects,
+                      "cloud_height_m": round(found.scene_height_m, 0)})
+
+    cloud = _dilate(cloud, settings.cloud_buffer_m, inputs.pixel_size) & valid
+    shadow = _dilate(shadow, settings.shadow_buffer_m, inputs.pixel_size) & valid & ~cloud
+    quality = np.full(valid.shape, CLEAR, dtype=np.uint8)
+    quality[water] = WATER
+    quality[tests.snow] = SNOW
+    quality[shadow] = CLOUD_SHADOW
+    quality[cloud] = CLOUD
+    quality[~valid] = FILL
+    probability = cloud_probability(tests.land_probability, tests.water_probability, water, potential,
+                                    tests.land_threshold)
+    percent = np.where(valid, np.rint(probability), 0).astype(np.uint8)
+    return MaskResult(quality, percent, notes)
+
+
+class MaskMethod(str, Enum):
+    """The cloud-mask methods a user can choose; ``musyq`` is the default."""
+
+    musyq = "musyq"
+    fmask = "fmask"
+
+
+METHODS: dict[MaskMethod, MaskSettings] = {
+    # Fmask 4 tests, a haze test relative to the scene, buffers tuned on hand-labelled scenes
+    MaskMethod.musyq: MaskSettings(),
+    # Fmask 3.3 as in python-fmask: fixed haze limit, no HOT probability or NDBI, 0.2 margin,
+    # 5 px cloud and 10 px shadow buffers (at 30 m)
+    MaskMethod.fmask: MaskSettings(probability_margin=0.2, use_ndbi=False, use_hot_probability=False,
+                                   adaptive_hot=False, cloud_buffer_m=150.0, shadow_buffer_m=300.0),
+}
+
+
+def compute_mask(
+    inputs: MaskInputs, method: MaskMethod | str = MaskMethod.musyq, cloud_buffer_m: float | None = None,
+    shadow_buffer_m: float | None = None,
+) -> MaskResult:
+    """The quality layer of ``inputs`` by the named method, optionally with other buffer distances."""
+    settings = METHODS[MaskMethod(method)]
+    if cloud_buffer_m is not None:
+        settings = replace(settings, cloud_buffer_m=cloud_buffer_m)
+    if shadow_buffer_m is not None:
+        settings = replace(settings, shadow_buffer_m=shadow_buffer_m)
+    return fmask_quality(inputs, settings)
+
+
+def with_bands(inputs: MaskInputs, names: tuple[str, ...]) -> MaskInputs:
+    """The same inputs restricted to some bands (to emulate a sensor with fewer bands)."""
+    return replace(inputs, bands={k: v for k, v in inputs.bands.items() if k in names})
