@@ -48,8 +48,16 @@ def test_sentinel2_tile_to_toa_cogs_and_stac(samples: Path, tmp_path: Path) -> N
         assert valid.mean() > 0.5
         np.testing.assert_array_equal(ours[valid], dn[valid])
         assert (ours[~valid] == 0).all()
-    with rasterio.open(folder / "S2A_MSI.900m.2017210153557.19UDP.001.MASK.tif") as mask:
-        np.testing.assert_array_equal(mask.read(1), np.where(valid, 1, 0))
+    with rasterio.open(folder / "S2A_MSI.900m.2017210153557.19UDP.001.MASK.tif") as mask, \
+            rasterio.open(folder / "S2A_MSI.900m.2017210153557.19UDP.001.CLOUDPROB.tif") as probability:
+        quality, cloud_probability = mask.read(1), probability.read(1)
+    # fill exactly where the data ends; every data pixel gets a class
+    np.testing.assert_array_equal(quality == 0, ~valid)
+    assert set(np.unique(quality[valid])) <= {1, 2, 3, 4, 5}
+    assert (cloud_probability[~valid] == 255).all() and cloud_probability[valid].max() <= 100
+    # the probability crosses 50 where a potential cloud becomes cloud; dilation and small-object removal aside
+    cloudy = quality == 5
+    assert np.median(cloud_probability[cloudy]) >= 50 and np.median(cloud_probability[valid & ~cloudy]) < 50
     with rasterio.open(folder / "S2A_MSI.900m.2017210153557.19UDP.001.ANG.tif") as angles:
         sun_zenith = angles.read(2)[valid] / 100
     # 2017-07-29 15:36 UTC at 48.5 N 69.5 W: the sun stands about 34 degrees from the zenith

@@ -32,6 +32,7 @@ Array = NDArray[np.float32]
 Mask = NDArray[np.bool_]
 
 REQUIRED = ("blue", "green", "red", "nir")
+MIN_PIXELS_FOR_ALL_CLOUD = 40_000  # below this a tile sliver, not a cloudy scene, lacks clear land
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,10 @@ class MaskSettings:
     use_ndbi: bool = True  # Fmask 4 variability term
     use_hot_probability: bool = True  # Fmask 4 brightness term where there is no thermal band
     adaptive_hot: bool = True  # haze test relative to the scene's clear land, not a fixed 0.08
-    min_cloud_pixels: int = 3
+    min_cloud_area_m2: float = 9000.0  # smaller bright specks (roofs, glints) are not cloud objects
     cloud_buffer_m: float = 0.0
     shadow_buffer_m: float = 30.0
-    shadow_reach_m: float = 300.0  # how far from a cast zone a dark pixel may still be its shadow
+    shadow_reach_m: float = 150.0  # how far from a cast zone a dark pixel may still be its shadow
 
 
 @dataclass(frozen=True)
@@ -264,14 +265,20 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings) -> MaskResult:
     valid = np.ones(nir.shape, dtype=bool) if inputs.valid is None else inputs.valid.copy()
     for array in inputs.bands.values():
         valid &= np.isfinite(array)
+    temperature = inputs.brightness_temperature
+    if temperature is not None and not np.isfinite(temperature[valid]).all():
+        # the thermal footprint differs a little from the reflective one: there, a neutral temperature
+        known = valid & np.isfinite(temperature)
+        neutral = np.float32(np.median(temperature[known])) if known.any() else np.float32(288.0)
+        inputs = replace(inputs, brightness_temperature=np.where(np.isfinite(temperature), temperature, neutral))
     tests = spectral_tests(inputs, settings, valid)
     potential, water = tests.potential_cloud, tests.water
 
     cloud = potential & ((~water & (tests.land_probability > tests.land_threshold))
                          | (water & (tests.water_probability > 0.5)))
-    if tests.clear_land_fraction < 0.03:  # too little clear land to set a threshold from
-        cloud = potential.copy()
-    cloud = _remove_small(cloud, settings.min_cloud_pixels)
+    if tests.clear_land_fraction < 0.03 and valid.sum() >= MIN_PIXELS_FOR_ALL_CLOUD:
+        cloud = potential.copy()  # a scene without clear land to set the threshold from (Fmask)
+    cloud = _remove_small(cloud, int(round(settings.min_cloud_area_m2 / inputs.pixel_size**2)))
     neighbours = ndimage.convolve(cloud.astype(np.uint8), np.ones((3, 3), dtype=np.uint8), mode="constant")
     cloud |= (neighbours >= 5) & valid
     notes: dict[str, float | str] = {"land_threshold": round(tests.land_threshold, 4)}

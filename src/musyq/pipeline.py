@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 
+from musyq.cloudmask import MaskInputs, MaskMethod, compute_mask
 from musyq.errors import GridError
 from musyq.grid import Tile, crs_wkt, get_tile, tiles_touching
 from musyq.lut import has_table, load_table
@@ -24,9 +25,14 @@ from musyq.output import (
     ANGLE_NODATA,
     ANGLE_SCALE,
     CLEAR,
+    CLOUD,
+    CLOUD_SHADOW,
     FILL,
+    PROBABILITY_NODATA,
     REFLECTANCE_SCALE,
+    SNOW,
     TEMPERATURE_SCALE,
+    WATER,
     Layer,
     ProductName,
     encode_angles,
@@ -45,6 +51,15 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class MaskOptions:
+    """Which cloud-mask method runs, and buffer distances other than the method's own."""
+
+    method: MaskMethod = MaskMethod.musyq
+    cloud_buffer_m: float | None = None
+    shadow_buffer_m: float | None = None
+
+
+@dataclass(frozen=True)
 class ArdOptions:
     """Choices that shape the ARD outputs."""
 
@@ -55,6 +70,7 @@ class ArdOptions:
     overwrite: bool = False
     threads: int = 2
     atmosphere: AtmosphereOptions | None = field(default_factory=AtmosphereOptions)
+    mask: MaskOptions = field(default_factory=MaskOptions)
 
 
 @dataclass
@@ -145,6 +161,31 @@ def toa_on_tile(
     return toa, temperature, valid, angles.values
 
 
+def _lwir(thermal: list[Band], temperature: NDArray[np.float32] | None) -> NDArray[np.float32] | None:
+    """The 11 um brightness temperature the cloud tests use (Landsat 8/9 B10, TM/ETM+ band 6 low gain)."""
+    if temperature is None:
+        return None
+    for name in ("lwir11", "lwir"):
+        for index, band in enumerate(thermal):
+            if band.common_name == name:
+                return np.asarray(temperature[index], dtype=np.float32)
+    return None
+
+
+def mask_inputs(
+    scene: Scene, toa: NDArray[np.float32], temperature: NDArray[np.float32] | None, valid: NDArray[np.bool_],
+    angles: NDArray[np.float32], pixel_size: float,
+) -> MaskInputs:
+    """What the cloud mask needs from a ``toa_on_tile`` result: bands by common name and the mean geometry."""
+    step = 4 if valid[::4, ::4].any() else 1  # scene means need no more than every 4th pixel
+    sun_azimuth, sun_zenith, view_azimuth, view_zenith = (
+        mean_angle(a[::step, ::step][valid[::step, ::step]]) for a in angles)
+    reflective = [s.band for s in scene.reflective_sources]
+    return MaskInputs({b.common_name: toa[i] for i, b in enumerate(reflective)}, sun_zenith, sun_azimuth, pixel_size,
+                      view_zenith, view_azimuth, _lwir([s.band for s in scene.thermal_sources], temperature), valid,
+                      scene.product_path)
+
+
 def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -> TileResult:
     name = ProductName(scene.sensor.id, options.resolution, scene.acquired, tile.id, options.version)
     folder = out_dir.resolve() / tile.id / name.item_id
@@ -162,10 +203,12 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
 
     reflective = [s.band for s in scene.reflective_sources]
     thermal = [s.band for s in scene.thermal_sources]
-    quality = np.where(valid, CLEAR, FILL).astype(np.uint8)
     step = 4 if valid[::4, ::4].any() else 1  # scene means need no more than every 4th pixel
     sun_azimuth, sun_zenith, view_azimuth, view_zenith = (
         mean_angle(a[::step, ::step][valid[::step, ::step]]) for a in angles)
+    mask = compute_mask(mask_inputs(scene, toa, temperature, valid, angles, options.resolution),
+                        options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m)
+    quality = mask.quality
     tags = {"product_id": scene.product_id, "sensor": scene.sensor.id, "tile": tile.id,
             "datetime": scene.acquired.isoformat() + "Z"}
     layers: list[tuple[Layer, AssetSpec]] = []
@@ -179,14 +222,20 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     if temperature is not None:
         add(Layer("BT", encode_temperature(temperature), 0, tuple(b.common_name for b in thermal),
                   1 / TEMPERATURE_SCALE), "Brightness temperature", ("data", "temperature"), tuple(thermal), "kelvin")
-    properties: dict[str, object] = {"musyq:source_product": scene.product_id, "musyq:reader": scene.reader,
-                                     "musyq:angles": scene.angles.describe()}
+    properties: dict[str, object] = {
+        "musyq:source_product": scene.product_id, "musyq:reader": scene.reader,
+        "musyq:angles": scene.angles.describe(), "musyq:mask_method": MaskMethod(options.mask.method).value,
+        "eo:cloud_cover": round(100 * mask.fraction(CLOUD), 2),
+        "musyq:cloud_shadow_percent": round(100 * mask.fraction(CLOUD_SHADOW), 2),
+        "musyq:snow_percent": round(100 * mask.fraction(SNOW), 2),
+        "musyq:water_percent": round(100 * mask.fraction(WATER), 2),
+    }
     atmosphere = options.atmosphere
     if atmosphere is not None:
         prior = load_prior(atmosphere.aot_prior, geobox[window]) if atmosphere.aot_prior is not None else None
         elevation = load_elevation(atmosphere.dem, geobox[window]) if atmosphere.dem is not None else None
         surface = correct_tile(load_table(scene.sensor.id), tuple(reflective), toa, angles, valid, options.resolution,
-                               atmosphere, prior, elevation)
+                               atmosphere, prior, elevation, clear=quality == CLEAR)
         add(Layer("SR", encode_reflectance(surface.reflectance), 0, tuple(b.common_name for b in surface.bands),
                   1 / REFLECTANCE_SCALE), "Surface reflectance", ("data", "reflectance"), surface.bands, None)
         add(Layer("AOD", encode_reflectance(surface.aot550), 0, ("aot550",), 1 / REFLECTANCE_SCALE),
@@ -205,6 +254,9 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     add(Layer("MASK", quality, FILL, ("quality",), resampling="mode"),
         "Pixel quality: 0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud", ("data-mask", "quality"),
         None, None)
+    add(Layer("CLOUDPROB", np.where(valid, mask.cloud_probability, PROBABILITY_NODATA).astype(np.uint8),
+              PROBABILITY_NODATA, ("cloud_probability",)),
+        "Cloud probability (percent; 50 is the cloud threshold)", ("data", "cloud-probability"), None, "percent")
 
     files = [write_cog(spec.href, layer, geobox, tags, window) for layer, spec in layers]
     item = build_item(

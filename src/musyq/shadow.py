@@ -26,6 +26,9 @@ from musyq.aerosol import Blocks, _masked_median, fill_and_smooth
 
 MIN_HEIGHT_M, MAX_HEIGHT_M = 200.0, 12_000.0
 MIN_SIMILARITY = 0.3
+MIN_EXCESS = 0.25  # a match must beat chance: overlap > base + MIN_EXCESS * (1 - base)
+MIN_LAYER_PIXELS = 500  # cloud pixels needed to find the scene's cloud layer
+MIN_OBJECT_PIXELS = 50  # smaller objects match dark pixels by chance; they follow the scene layer
 MAX_TEMPLATE_PIXELS = 4000
 SCENE_HEIGHT_SPREAD = 3.0
 OBJECT_HEIGHT_SPREAD = 1.5
@@ -178,6 +181,13 @@ class ShadowResult:
     matched_objects: int
 
 
+def required_overlap(dark: Mask, labels: NDArray[np.int32]) -> float:
+    """The overlap a shadow match must reach: well above what dark pixels give by chance."""
+    outside = labels == 0
+    base = float(dark[outside].mean()) if outside.any() else 0.0
+    return max(MIN_SIMILARITY, base + MIN_EXCESS * (1 - base))
+
+
 def scene_height(objects: CloudObjects, dark: Mask, valid: Mask, geometry: ShadowGeometry,
                  heights: NDArray[np.float64]) -> float:
     """The height at which all clouds, moved together, best cover dark pixels (NaN if nowhere above 0.3)."""
@@ -185,7 +195,7 @@ def scene_height(objects: CloudObjects, dark: Mask, valid: Mask, geometry: Shado
     rows, cols = objects.sample_rows[::stride], objects.sample_cols[::stride]
     overlap = _overlap(rows, cols, np.array([0, rows.size], dtype=np.int64), np.zeros(1, dtype=np.int32),
                        objects.labels, ~valid, dark, geometry.row_per_metre, geometry.col_per_metre, heights)[0]
-    if overlap.size == 0 or overlap.max() < MIN_SIMILARITY:
+    if rows.size < MIN_LAYER_PIXELS or overlap.size == 0 or overlap.max() < required_overlap(dark, objects.labels):
         return math.nan
     return float(heights[int(np.argmax(overlap))])
 
@@ -210,7 +220,8 @@ def cloud_shadows(
     similarity = _overlap(objects.sample_rows, objects.sample_cols, objects.sample_starts, owners, objects.labels,
                           cloud | ~valid, dark, geometry.row_per_metre, geometry.col_per_metre, search)
     best = search[np.argmax(similarity, axis=1)]
-    matched = similarity.max(axis=1) > MIN_SIMILARITY
+    sizes = np.diff(objects.starts)
+    matched = (similarity.max(axis=1) > required_overlap(dark, objects.labels)) & (sizes >= MIN_OBJECT_PIXELS)
     low = np.where(matched, np.maximum(best / OBJECT_HEIGHT_SPREAD, lowest), lowest)
     high = np.where(matched, np.minimum(best * OBJECT_HEIGHT_SPREAD, highest), highest)
     if not math.isfinite(height):

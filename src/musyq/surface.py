@@ -143,12 +143,14 @@ def correct_tile(
     table: BandTable, bands: tuple[Band, ...], toa: NDArray[np.float32], angles: NDArray[np.float32],
     valid: NDArray[np.bool_], resolution: float, options: AtmosphereOptions,
     prior: dict[str, NDArray[np.float32]] | None = None, elevation: NDArray[np.float32] | None = None,
+    clear: NDArray[np.bool_] | None = None,
 ) -> SurfaceResult:
     """Surface reflectance of every surface band of a TOA stack on one tile window.
 
     ``prior`` (blue and red surface reflectance on the same pixels) drives the aerosol retrieval
     when given; otherwise dark targets do, where the sensor has a 2.2 um band. ``elevation`` (metres,
-    per pixel) sets the surface pressure; without it ``options.elevation_m`` does.
+    per pixel) sets the surface pressure; without it ``options.elevation_m`` does. ``clear`` (the
+    quality mask's clear land) keeps cloud, shadow, water and snow out of the retrievals.
     """
     shape = (int(toa.shape[1]), int(toa.shape[2]))
     blocks = Blocks(max(round(BLOCK_METRES / resolution), 8), shape)
@@ -158,8 +160,9 @@ def correct_tile(
     def state(water_vapour: Array) -> BlockState:
         return BlockState(*geometry, water_vapour, heights, options.ozone, options.aerosol_model)
 
-    vapour_block, vapour_note = _water_vapour(table, bands, toa, valid, blocks, state(np.ones(blocks.grid)), options)
-    aot_block, aot_note = _aerosol(table, bands, toa, valid, blocks, state(vapour_block), options, prior)
+    usable = valid if clear is None else valid & clear
+    vapour_block, vapour_note = _water_vapour(table, bands, toa, usable, blocks, state(np.ones(blocks.grid)), options)
+    aot_block, aot_note = _aerosol(table, bands, toa, usable, blocks, state(vapour_block), options, prior)
     notes = {"water_vapour": vapour_note, "aot550": aot_note}
 
     rows, cols = coarse_nodes(shape[0], COEFFICIENT_STEP), coarse_nodes(shape[1], COEFFICIENT_STEP)

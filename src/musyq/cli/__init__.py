@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from musyq.cli import ard, demo, info, lut
+from musyq.cli import ard, demo, info, lut, mask
 
 app = typer.Typer(
     name="musyq",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.command("info")(info.info)
 app.command("ard")(ard.ard)
+app.command("mask")(mask.mask)
 app.command("demo")(demo.demo)
 app.add_typer(lut.app, name="lut")
 

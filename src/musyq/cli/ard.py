@@ -17,20 +17,24 @@ from musyq.cli.options import (
     AerosolModelOption,
     AodOption,
     AodPriorOption,
+    CloudBufferOption,
     DatetimeOption,
     DemOption,
     ElevationOption,
+    MaskMethodOption,
     OffsetOption,
     OzoneOption,
     ScaleOption,
     SensorOption,
+    ShadowBufferOption,
     WaterVapourOption,
     atmosphere_options,
     console,
     stack_options,
     user_errors,
 )
-from musyq.pipeline import ArdOptions, TileResult, run_ard, select_tiles
+from musyq.cloudmask import MaskMethod
+from musyq.pipeline import ArdOptions, MaskOptions, TileResult, run_ard, select_tiles
 from musyq.readers import open_scene
 from musyq.stac import update_collection
 from musyq.tiling import ReflectanceResampling
@@ -78,12 +82,17 @@ def ard(
     aod_prior: Path | None = AodPriorOption,
     elevation: float = ElevationOption,
     dem: Path | None = DemOption,
+    mask_method: MaskMethod = MaskMethodOption,
+    cloud_buffer: float | None = CloudBufferOption,
+    shadow_buffer: float | None = ShadowBufferOption,
 ) -> None:
-    """Make surface and TOA reflectance, aerosol, angle and quality COGs plus STAC items for every tile touched."""
+    """Make surface and TOA reflectance, aerosol, angle, quality and cloud-probability COGs plus STAC items for every
+    tile touched."""
     with user_errors():
         options = ArdOptions(resolution=resolution, tiles=tuple(tile), version=version, resampling=resampling,
                              overwrite=overwrite, atmosphere=atmosphere_options(aod, water_vapour, ozone, aerosol_model,
-                                                                     aod_prior, elevation, dem))
+                                                                     aod_prior, elevation, dem),
+                             mask=MaskOptions(mask_method, cloud_buffer, shadow_buffer))
         results = produce(inputs, out, options, stack_options(sensor, when, scale, offset))
     made = [r for r in results if not r.skipped]
     console.print(f"{len(made)} tile(s) written, {len(results) - len(made)} skipped; catalogue: {out / 'collection.json'}")

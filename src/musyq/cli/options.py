@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from musyq.cloudmask import MaskMethod
 from musyq.errors import MusyqError
 from musyq.readers import StackOptions
 from musyq.surface import AtmosphereOptions
@@ -71,6 +72,13 @@ def atmosphere_options(
                              water_vapour=_auto_or_number("--water-vapour", water_vapour),
                              ozone=ozone, aerosol_model=aerosol_model, aot_prior=aot_prior,
                              elevation_m=elevation, dem=dem)
+
+
+MaskMethodOption = typer.Option(MaskMethod.musyq, "--mask-method", help="Cloud-mask method.")
+CloudBufferOption = typer.Option(None, "--cloud-buffer", help="Grow clouds by this many metres "
+                                 "(default: the method's own; musyq 0).")
+ShadowBufferOption = typer.Option(None, "--shadow-buffer", help="Grow cloud shadows by this many metres "
+                                  "(default: the method's own; musyq 30).")
 
 
 @contextmanager
