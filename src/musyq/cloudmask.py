@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
+from numba import njit, prange
 from numpy.typing import NDArray
 from scipy import ndimage
 
@@ -106,14 +107,11 @@ class MaskResult:
         return float((self.quality[valid] == code).mean()) if valid.any() else math.nan
 
 
-def _ratio(a: Array, b: Array) -> Array:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (a - b) / (a + b)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-
-def _percentile(values: Array, q: float, default: float) -> float:
-    return float(np.percentile(values, q)) if values.size else default
+def _percentile(values: Array, where: Mask, q: float, default: float) -> float:
+    """Percentile of ``values[where]`` from an even subsample of at most about two million pixels."""
+    step = max(values.size // 2_000_000, 1)
+    sample = values.ravel()[::step][where.ravel()[::step]]
+    return float(np.percentile(sample, q)) if sample.size else default
 
 
 def _disk(radius: int) -> Mask:
@@ -128,20 +126,94 @@ def _dilate(mask: Mask, metres: float, pixel_size: float) -> Mask:
     return np.asarray(ndimage.binary_dilation(mask, structure=_disk(radius)))
 
 
-def saturated(band: Array, valid: Mask, min_fraction: float = 5e-4) -> Mask:
-    """Pixels at a band's saturation level, found as a plateau of identical maximum values.
+def saturation_level(band: Array, valid: Mask, min_fraction: float = 5e-4) -> float:
+    """The value a band clips at, found as a plateau of identical maximum values (infinity if none).
 
     A saturated detector clips many bright pixels (cloud, snow) to one value; a natural maximum
     is reached by a handful. Clipped visible bands break the whiteness and haze tests.
     """
-    values = band[valid]
-    if values.size == 0:
-        return np.zeros(band.shape, dtype=bool)
-    top = values.max()
-    at_top = band >= top - np.float32(1e-6)
-    if top < 0.2 or (at_top & valid).sum() < min_fraction * values.size:
-        return np.zeros(band.shape, dtype=bool)
-    return np.asarray(at_top & valid)
+    if not valid.any():
+        return math.inf
+    top = float(np.max(band, where=valid, initial=-np.inf))
+    at_top = np.count_nonzero((band >= np.float32(top - 1e-6)) & valid)
+    return top - 1e-6 if top >= 0.2 and at_top >= min_fraction * np.count_nonzero(valid) else math.inf
+
+
+@njit(parallel=True, cache=True)
+def _pixel_tests(
+    blue: Array, green: Array, red: Array, nir: Array, swir16: Array, swir22: Array, celsius: Array,
+    has_swir16: bool, has_swir22: bool, has_temperature: bool, saturation: NDArray[np.float64], valid: Mask,
+    use_ndbi: bool, snow_ndsi: float,
+) -> tuple[Array, Array, Mask, Mask, Mask]:  # pragma: no cover - compiled
+    """Per pixel: HOT, the variability probability, the potential-cloud tests other than HOT, water, snow."""
+    n = blue.size
+    hot = np.empty(n, dtype=np.float32)
+    variability_probability = np.empty(n, dtype=np.float32)
+    spectral = np.zeros(n, dtype=np.bool_)
+    water = np.zeros(n, dtype=np.bool_)
+    snow = np.zeros(n, dtype=np.bool_)
+    for i in prange(n):
+        if not valid[i]:
+            hot[i] = 0.0
+            variability_probability[i] = 0.0
+            continue
+        b, g, r, v = blue[i], green[i], red[i], nir[i]
+        clipped = b >= saturation[0] or g >= saturation[1] or r >= saturation[2]
+        ndvi = (v - r) / (v + r) if v + r != 0 else 0.0
+        ndsi = 0.0
+        if has_swir16 and g + swir16[i] != 0:
+            ndsi = (g - swir16[i]) / (g + swir16[i])
+        mean = (b + g + r) / 3
+        whiteness = (abs(b - mean) + abs(g - mean) + abs(r - mean)) / mean if mean > 0 else 1.0
+        h = b - 0.5 * r - 0.08
+        if clipped:
+            whiteness, ndvi, ndsi = 0.0, 0.0, 0.0
+            h = max(h, 0.08)
+        hot[i] = h
+        test = ndvi < 0.8 and whiteness < 0.7
+        if has_swir16:
+            test = test and ndsi < 0.8 and v > 0.75 * swir16[i]
+        if has_swir22:
+            test = test and swir22[i] > 0.03
+        if has_temperature:
+            test = test and celsius[i] < 27
+        spectral[i] = test
+        water[i] = (ndvi < 0.01 and v < 0.11) or (0 < ndvi < 0.1 and v < 0.05)
+        if has_swir16:
+            snow[i] = ndsi > snow_ndsi and v > 0.11 and g > 0.1 and (not has_temperature or celsius[i] < 10)
+        variability = max(abs(ndvi), whiteness)
+        if has_swir16:
+            variability = max(variability, abs(ndsi))
+            if use_ndbi and swir16[i] + v != 0:
+                variability = max(variability, abs((swir16[i] - v) / (swir16[i] + v)))
+        variability_probability[i] = 1 - variability
+    return hot, variability_probability, spectral, water, snow
+
+
+@njit(parallel=True, cache=True)
+def _probabilities(
+    hot: Array, variability_probability: Array, celsius: Array, water_brightness: Array, cirrus: Array,
+    mode: int, low: float, high: float, water_temperature: float, has_cirrus: bool, cirrus_weight: float,
+) -> tuple[Array, Array]:  # pragma: no cover - compiled
+    """Land and water cloud scores; ``mode`` 0 thermal, 1 haze-optimized transform, 2 neither."""
+    n = hot.size
+    land = np.empty(n, dtype=np.float32)
+    water = np.empty(n, dtype=np.float32)
+    for i in prange(n):
+        if mode == 0:
+            brightness = max((high + 4 - celsius[i]) / (high + 4 - (low - 4)), 0.0)
+        elif mode == 1:
+            brightness = min(max((hot[i] - low) / (high - low), 0.0), 1.0)
+        else:
+            brightness = 1.0
+        land[i] = brightness * variability_probability[i]
+        bright = min(max(water_brightness[i] / 0.11, 0.0), 1.0)
+        water[i] = max((water_temperature - celsius[i]) / 4, 0.0) * bright if mode == 0 else bright
+        if has_cirrus:
+            thin = max(cirrus[i] / 0.04, 0.0)
+            land[i] += cirrus_weight * thin
+            water[i] += thin
+    return land, water
 
 
 def spectral_tests(inputs: MaskInputs, settings: MaskSettings, valid: Mask) -> SpectralTests:
@@ -150,85 +222,51 @@ def spectral_tests(inputs: MaskInputs, settings: MaskSettings, valid: Mask) -> S
     assert blue is not None and green is not None and red is not None and nir is not None
     swir16, swir22, cirrus = inputs.band("swir16"), inputs.band("swir22"), inputs.band("cirrus")
     temperature = inputs.brightness_temperature
-    celsius = None if temperature is None else temperature - np.float32(273.15)
+    shape = valid.shape
+    none = np.zeros(1, dtype=np.float32)
 
-    saturated_visible = saturated(blue, valid) | saturated(green, valid) | saturated(red, valid)
-    ndvi = _ratio(nir, red)
-    ndsi = _ratio(green, swir16) if swir16 is not None else np.zeros_like(ndvi)
-    mean_visible = (blue + green + red) / np.float32(3)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        whiteness = (np.abs(blue - mean_visible) + np.abs(green - mean_visible) + np.abs(red - mean_visible)) \
-            / mean_visible
-    whiteness = np.nan_to_num(whiteness, nan=1.0, posinf=1.0).astype(np.float32)
-    whiteness[saturated_visible] = 0
-    ndvi[saturated_visible] = 0
-    ndsi[saturated_visible] = 0
-    hot = blue - np.float32(0.5) * red - np.float32(0.08)
-    hot[saturated_visible] = np.maximum(hot[saturated_visible], np.float32(0.08))
+    def flat(array: Array | None) -> Array:
+        return none if array is None else np.ascontiguousarray(array, dtype=np.float32).ravel()
+
+    celsius = None if temperature is None else temperature - np.float32(273.15)
+    saturation = np.array([saturation_level(b, valid) for b in (blue, green, red)])
+    hot, variability_probability, spectral, water, snow = _pixel_tests(
+        flat(blue), flat(green), flat(red), flat(nir), flat(swir16), flat(swir22), flat(celsius),
+        swir16 is not None, swir22 is not None, celsius is not None, saturation, valid.ravel(),
+        settings.use_ndbi, 0.15 if celsius is not None else 0.4)
+    # without a temperature to rule out warm cloud edges, snow takes the stricter MODIS NDSI limit (Hall et al.)
 
     hot_limit = 0.0
     if settings.adaptive_hot:
         # over bright soil clear land sits well below 0: a thin cloud raises HOT above the clear
         # land around it long before it crosses Fmask's fixed limit
-        hot_limit = min(0.0, _percentile(hot[valid & (hot <= 0)], 82.5, 0.0))
-    potential = (ndvi < 0.8) & (whiteness < 0.7) & (hot > hot_limit)
-    if swir16 is not None:
-        potential &= ndsi < 0.8
-        with np.errstate(divide="ignore", invalid="ignore"):
-            potential &= nir / swir16 > 0.75
-    if swir22 is not None:
-        potential &= swir22 > 0.03
-    if celsius is not None:
-        potential &= celsius < 27
+        hot_limit = min(0.0, _percentile(hot, valid.ravel() & (hot <= 0), 82.5, 0.0))
+    potential = spectral & (hot > hot_limit)
     if cirrus is not None:
-        potential |= cirrus > 0.01
-    potential &= valid
+        potential |= flat(cirrus) > 0.01
+    potential &= valid.ravel()
 
-    water = ((ndvi < 0.01) & (nir < 0.11)) | ((ndvi > 0) & (ndvi < 0.1) & (nir < 0.05))
-    water &= valid
-    if swir16 is not None:
-        # without a temperature to rule out warm cloud edges, the stricter MODIS NDSI limit (Hall et al.)
-        snow = (ndsi > (0.15 if celsius is not None else 0.4)) & (nir > 0.11) & (green > 0.1)
-        if celsius is not None:
-            snow &= celsius < 10
-    else:
-        snow = np.zeros_like(water)
-    snow &= valid
-
-    clear_land = valid & ~potential & ~water
-    clear_water = valid & ~potential & water
-    variability = np.maximum(np.abs(ndvi), whiteness)
-    if swir16 is not None:
-        variability = np.maximum(variability, np.abs(ndsi))
-        if settings.use_ndbi:
-            variability = np.maximum(variability, np.abs(_ratio(swir16, nir)))
-    variability_probability = 1 - variability
+    clear_land = valid.ravel() & ~potential & ~water
+    clear_water = valid.ravel() & ~potential & water
+    mode, low, high, water_temperature = 2, 0.0, 1.0, 20.0
     if celsius is not None:
-        low = _percentile(celsius[clear_land], 17.5, 0.0)
-        high = _percentile(celsius[clear_land], 82.5, 30.0)
-        brightness_probability = (high + 4 - celsius) / (high + 4 - (low - 4))
+        flat_celsius = flat(celsius)
+        mode = 0
+        low = _percentile(flat_celsius, clear_land, 17.5, 0.0)
+        high = _percentile(flat_celsius, clear_land, 82.5, 30.0)
+        water_temperature = _percentile(flat_celsius, clear_water, 82.5, 20.0)
     elif settings.use_hot_probability:
-        low = _percentile(hot[clear_land], 17.5, -0.1) - 0.04
-        high = _percentile(hot[clear_land], 82.5, 0.0) + 0.04
-        brightness_probability = np.clip((hot - low) / (high - low), 0, 1)
-    else:
-        brightness_probability = np.ones_like(hot)
-    land_probability = np.clip(brightness_probability, 0, None) * variability_probability
-    if cirrus is not None:
-        land_probability = land_probability + settings.cirrus_weight * np.clip(cirrus / 0.04, 0, None)
+        mode = 1
+        low = _percentile(hot, clear_land, 17.5, -0.1) - 0.04
+        high = _percentile(hot, clear_land, 82.5, 0.0) + 0.04
+    land_probability, water_probability = _probabilities(
+        hot, variability_probability, flat(celsius), flat(swir16 if swir16 is not None else nir), flat(cirrus),
+        mode, low, high, water_temperature, cirrus is not None, settings.cirrus_weight)
 
-    bright_probability = np.clip((swir16 if swir16 is not None else nir) / np.float32(0.11), 0, 1)
-    if celsius is not None:
-        water_temperature = _percentile(celsius[clear_water], 82.5, 20.0)
-        water_probability = np.clip((water_temperature - celsius) / 4, 0, None) * bright_probability
-    else:
-        water_probability = bright_probability
-    if cirrus is not None:
-        water_probability = water_probability + np.clip(cirrus / 0.04, 0, None)
-
-    land_threshold = _percentile(land_probability[clear_land], 82.5, 0.0) + settings.probability_margin
-    return SpectralTests(potential, water, snow, land_probability.astype(np.float32),
-                         water_probability.astype(np.float32), land_threshold,
+    land_threshold = _percentile(land_probability, clear_land, 82.5, 0.0) + settings.probability_margin
+    return SpectralTests(potential.reshape(shape), (water & valid.ravel()).reshape(shape),
+                         (snow & valid.ravel()).reshape(shape), land_probability.reshape(shape),
+                         water_probability.reshape(shape), land_threshold,
                          float(clear_land.sum() / max(valid.sum(), 1)))
 
 
