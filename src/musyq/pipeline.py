@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 
+from musyq.brdf import KernelGrids, load_brdf_parameters, nbar_sun_zenith, normalize_band
 from musyq.cloudmask import MaskInputs, MaskMethod, compute_mask
 from musyq.errors import GridError
 from musyq.grid import Tile, crs_wkt, get_tile, tiles_touching
@@ -27,10 +28,14 @@ from musyq.output import (
     CLEAR,
     CLOUD,
     CLOUD_SHADOW,
+    DATA,
     FILL,
+    NBAR,
+    NBAR_PRIOR,
     PROBABILITY_NODATA,
     REFLECTANCE_SCALE,
     SNOW,
+    SURFACE_REFLECTANCE,
     TEMPERATURE_SCALE,
     WATER,
     Layer,
@@ -43,7 +48,7 @@ from musyq.output import (
 from musyq.scene import BandSource, Scene
 from musyq.sensors import Band
 from musyq.stac import AssetSpec, build_item, mean_angle
-from musyq.surface import AtmosphereOptions, correct_tile, load_elevation, load_prior
+from musyq.surface import AtmosphereOptions, SurfaceResult, correct_tile, load_elevation, load_prior
 from musyq.tiling import ReflectanceResampling, warp_band
 from musyq.toa import calibrate
 
@@ -60,6 +65,14 @@ class MaskOptions:
 
 
 @dataclass(frozen=True)
+class NbarOptions:
+    """BRDF normalization of the surface reflectance; ``brdf_prior`` holds per-pixel parameters."""
+
+    enabled: bool = True
+    brdf_prior: Path | None = None
+
+
+@dataclass(frozen=True)
 class ArdOptions:
     """Choices that shape the ARD outputs."""
 
@@ -71,6 +84,7 @@ class ArdOptions:
     threads: int = 2
     atmosphere: AtmosphereOptions | None = field(default_factory=AtmosphereOptions)
     mask: MaskOptions = field(default_factory=MaskOptions)
+    nbar: NbarOptions = field(default_factory=NbarOptions)
 
 
 @dataclass
@@ -161,6 +175,29 @@ def toa_on_tile(
     return toa, temperature, valid, angles.values
 
 
+def normalize_to_nadir(
+    surface: SurfaceResult, angles: NDArray[np.float32], valid: NDArray[np.bool_], processing: NDArray[np.uint8],
+    scene: Scene, geobox: GeoBox, sun_zenith: float, options: NbarOptions,
+) -> dict[str, object]:
+    """NBAR of the surface reflectance in place; sets the processing flags and returns the STAC properties."""
+    centre = geobox.extent.centroid.to_crs("EPSG:4326").coords[0]
+    zenith = nbar_sun_zenith(centre[1], centre[0], scene.acquired, sun_zenith)
+    kernels = KernelGrids.from_angles(angles, zenith)
+    prior_path = options.brdf_prior
+    prior = load_brdf_parameters(prior_path, geobox) if prior_path is not None else None
+    from_prior = np.zeros(valid.shape, dtype=bool)
+    for k, band in enumerate(surface.bands):
+        _, used = normalize_band(surface.reflectance[k], band, kernels, prior)
+        from_prior |= used
+    processing[valid] |= NBAR
+    processing[valid & from_prior] |= NBAR_PRIOR
+    share = float(from_prior[valid].mean()) if valid.any() else 0.0
+    source = "Roy et al. (2016) fixed coefficients"
+    if prior_path is not None:
+        source = f"per-pixel parameters from {prior_path.name} on {100 * share:.0f}% of pixels, else " + source
+    return {"musyq:nbar_solar_zenith": round(zenith, 3), "musyq:brdf_source": source}
+
+
 def _lwir(thermal: list[Band], temperature: NDArray[np.float32] | None) -> NDArray[np.float32] | None:
     """The 11 um brightness temperature the cloud tests use (Landsat 8/9 B10, TM/ETM+ band 6 low gain)."""
     if temperature is None:
@@ -209,6 +246,7 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     mask = compute_mask(mask_inputs(scene, toa, temperature, valid, angles, options.resolution),
                         options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m)
     quality = mask.quality
+    processing = np.where(valid, DATA, 0).astype(np.uint8)
     tags = {"product_id": scene.product_id, "sensor": scene.sensor.id, "tile": tile.id,
             "datetime": scene.acquired.isoformat() + "Z"}
     layers: list[tuple[Layer, AssetSpec]] = []
@@ -236,6 +274,10 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
         elevation = load_elevation(atmosphere.dem, geobox[window]) if atmosphere.dem is not None else None
         surface = correct_tile(load_table(scene.sensor.id), tuple(reflective), toa, angles, valid, options.resolution,
                                atmosphere, prior, elevation, clear=quality == CLEAR)
+        processing[valid] |= SURFACE_REFLECTANCE
+        if options.nbar.enabled:
+            properties.update(normalize_to_nadir(surface, angles, valid, processing, scene, geobox[window],
+                                                 sun_zenith, options.nbar))
         add(Layer("SR", encode_reflectance(surface.reflectance), 0, tuple(b.common_name for b in surface.bands),
                   1 / REFLECTANCE_SCALE), "Surface reflectance", ("data", "reflectance"), surface.bands, None)
         add(Layer("AOD", encode_reflectance(surface.aot550), 0, ("aot550",), 1 / REFLECTANCE_SCALE),
@@ -251,9 +293,9 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     add(Layer("ANG", encode_angles(angles, valid), ANGLE_NODATA,
               ("solar_azimuth", "solar_zenith", "view_azimuth", "view_zenith"), 1 / ANGLE_SCALE),
         "Sun and view angles", ("metadata", "angles"), None, "degree")
-    add(Layer("MASK", quality, FILL, ("quality",), resampling="mode"),
-        "Pixel quality: 0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud", ("data-mask", "quality"),
-        None, None)
+    add(Layer("MASK", np.stack([quality, processing]), FILL, ("quality", "processing"), resampling="mode"),
+        "Pixel quality (0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud) and processing flags (1 data, "
+        "2 surface reflectance, 4 NBAR, 8 NBAR from per-pixel BRDF parameters)", ("data-mask", "quality"), None, None)
     add(Layer("CLOUDPROB", np.where(valid, mask.cloud_probability, PROBABILITY_NODATA).astype(np.uint8),
               PROBABILITY_NODATA, ("cloud_probability",)),
         "Cloud probability (percent; 50 is the cloud threshold)", ("data", "cloud-probability"), None, "percent")

@@ -183,7 +183,8 @@ def correct_tile(
     return SurfaceResult(surface_bands, reflectance, aot_full, mean_vapour, notes)
 
 
-def _warp(source: rasterio.DatasetReader, index: int, geobox: GeoBox) -> NDArray[np.float32]:
+def warp_band_to(source: rasterio.DatasetReader, index: int, geobox: GeoBox) -> NDArray[np.float32]:
+    """Band ``index`` (0-based) of an open raster resampled bilinearly onto ``geobox``, scaled, nodata as NaN."""
     values = np.full(geobox.shape.yx, np.nan, dtype=np.float32)
     reproject(rasterio.band(source, index + 1), values, dst_transform=geobox.affine, dst_crs=crs_wkt(geobox),
               src_nodata=source.nodata, dst_nodata=np.nan, resampling=Resampling.bilinear)
@@ -198,7 +199,7 @@ def load_prior(path: Path, geobox: GeoBox) -> dict[str, NDArray[np.float32]]:
             names = [d or "" for d in source.descriptions]
             if "blue" not in names or "red" not in names:
                 raise InputError(path, f"an aerosol prior needs bands described as blue and red; it has {names}")
-            return {name: _warp(source, names.index(name), geobox) for name in ("blue", "red")}
+            return {name: warp_band_to(source, names.index(name), geobox) for name in ("blue", "red")}
     except rasterio.RasterioIOError as exc:
         raise InputError(path, f"cannot read the aerosol prior: {exc}") from None
 
@@ -207,6 +208,6 @@ def load_elevation(path: Path, geobox: GeoBox) -> NDArray[np.float32]:
     """Terrain height in metres from a DEM (first band), resampled onto ``geobox``."""
     try:
         with rasterio.open(path) as source:
-            return _warp(source, 0, geobox)
+            return warp_band_to(source, 0, geobox)
     except rasterio.RasterioIOError as exc:
         raise InputError(path, f"cannot read the elevation model: {exc}") from None

@@ -17,11 +17,13 @@ from musyq.cli.options import (
     AerosolModelOption,
     AodOption,
     AodPriorOption,
+    BrdfPriorOption,
     CloudBufferOption,
     DatetimeOption,
     DemOption,
     ElevationOption,
     MaskMethodOption,
+    NbarOption,
     OffsetOption,
     OzoneOption,
     ScaleOption,
@@ -34,7 +36,7 @@ from musyq.cli.options import (
     user_errors,
 )
 from musyq.cloudmask import MaskMethod
-from musyq.pipeline import ArdOptions, MaskOptions, TileResult, run_ard, select_tiles
+from musyq.pipeline import ArdOptions, MaskOptions, NbarOptions, TileResult, run_ard, select_tiles
 from musyq.readers import open_scene
 from musyq.stac import update_collection
 from musyq.tiling import ReflectanceResampling
@@ -85,6 +87,8 @@ def ard(
     mask_method: MaskMethod = MaskMethodOption,
     cloud_buffer: float | None = CloudBufferOption,
     shadow_buffer: float | None = ShadowBufferOption,
+    nbar: bool = NbarOption,
+    brdf_prior: Path | None = BrdfPriorOption,
 ) -> None:
     """Make surface and TOA reflectance, aerosol, angle, quality and cloud-probability COGs plus STAC items for every
     tile touched."""
@@ -92,7 +96,8 @@ def ard(
         options = ArdOptions(resolution=resolution, tiles=tuple(tile), version=version, resampling=resampling,
                              overwrite=overwrite, atmosphere=atmosphere_options(aod, water_vapour, ozone, aerosol_model,
                                                                      aod_prior, elevation, dem),
-                             mask=MaskOptions(mask_method, cloud_buffer, shadow_buffer))
+                             mask=MaskOptions(mask_method, cloud_buffer, shadow_buffer),
+                             nbar=NbarOptions(nbar, brdf_prior))
         results = produce(inputs, out, options, stack_options(sensor, when, scale, offset))
     made = [r for r in results if not r.skipped]
     console.print(f"{len(made)} tile(s) written, {len(results) - len(made)} skipped; catalogue: {out / 'collection.json'}")

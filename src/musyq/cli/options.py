@@ -81,6 +81,12 @@ ShadowBufferOption = typer.Option(None, "--shadow-buffer", help="Grow cloud shad
                                   "(default: the method's own; musyq 30).")
 
 
+NbarOption = typer.Option(True, "--nbar/--no-nbar", help="Normalize surface reflectance to nadir view and the HLS "
+                          "standard sun (c-factor, RossThick-LiSparse-R).")
+BrdfPriorOption = typer.Option(None, "--brdf-prior", help="Per-pixel BRDF parameters (bands described as "
+                               "<band>_iso, <band>_vol, <band>_geo, any grid) to use instead of the fixed ones.")
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn musyq errors into one red line and exit status 1; show reader warnings in yellow."""
