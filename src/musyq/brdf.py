@@ -115,11 +115,16 @@ def roy_coefficients(band: Band) -> Coefficients | None:
                           for k in ("iso", "vol", "geo")))
 
 
-def overpass_sun_zenith(platform: str, latitude: float, longitude: float, day: datetime) -> float:
-    """Sun zenith at a sun-synchronous satellite's modelled local overpass time (Li et al. 2019, Eq. 4)."""
+def overpass_local_time(platform: str, latitude: float) -> float:
+    """Local solar time (hours) at which a sun-synchronous satellite passes a latitude (Li et al. 2019, Eq. 4)."""
     inclination, descending_node = OVERPASS[platform]
-    local_hours = descending_node - math.degrees(
+    return descending_node - math.degrees(
         math.asin(math.tan(math.radians(latitude)) / math.tan(math.radians(inclination)))) / 15.0
+
+
+def overpass_sun_zenith(platform: str, latitude: float, longitude: float, day: datetime) -> float:
+    """Sun zenith at the satellite's modelled overpass over a place on the local date of ``day``."""
+    local_hours = overpass_local_time(platform, latitude)
     local_day = (day + timedelta(hours=longitude / 15.0)).date()
     when = datetime(local_day.year, local_day.month, local_day.day) + timedelta(hours=local_hours - longitude / 15.0)
     zenith, _ = solar_angles(when, latitude, longitude)
