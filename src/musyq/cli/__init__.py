@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from musyq.cli import ard, demo, info, lut, mask
+from musyq.cli import ard, coregister, demo, info, lut, mask
 
 app = typer.Typer(
     name="musyq",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("info")(info.info)
 app.command("ard")(ard.ard)
 app.command("mask")(mask.mask)
+app.command("coregister")(coregister.coregister)
 app.command("demo")(demo.demo)
 app.add_typer(lut.app, name="lut")
 
