@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import scipy.fft
 from affine import Affine
 from numpy.typing import NDArray
 from rasterio.enums import Resampling
@@ -35,6 +36,7 @@ from musyq.errors import InputError, MusyqError
 
 Image = NDArray[np.float32]
 UPSAMPLE = 100  # offsets to 1/100 pixel
+TIE_UPSAMPLE = 20  # tie points only judge the fit and find outliers: 1/20 pixel is enough
 WINDOW = 128  # tie-point window, pixels
 MIN_VALID_SHARE = 0.9  # a window needs this much data in both images
 SHARP_PEAK = 30.0  # phase-correlation peak strength of images that look alike
@@ -97,10 +99,10 @@ def _prepare(image: Image, valid: NDArray[np.bool_]) -> Image:
     return np.asarray((filled - filled.mean()) * taper, dtype=np.float32)
 
 
-def _peak_strength(reference: Image, image: Image) -> float:
+def _peak_strength(reference_spectrum: NDArray[np.complex128], image_spectrum: NDArray[np.complex128]) -> float:
     """Height of the phase-correlation peak in standard deviations of the correlation surface."""
-    spectrum = np.fft.fft2(reference) * np.conj(np.fft.fft2(image))
-    surface = np.fft.ifft2(spectrum / np.maximum(np.abs(spectrum), 1e-12)).real
+    cross = reference_spectrum * np.conj(image_spectrum)
+    surface = scipy.fft.ifft2(cross / np.maximum(np.abs(cross), 1e-12)).real
     spread = float(surface.std())
     return float(surface.max()) / spread if spread > 0 else 0.0
 
@@ -131,21 +133,22 @@ def _edge_offset(reference: Image, image: Image, upsample: int) -> tuple[float, 
 def phase_offset(reference: Image, image: Image, upsample: int = UPSAMPLE) -> tuple[float, float, float]:
     """Offset (x, y) of ``image``'s content relative to ``reference`` in pixels, and the peak strength.
 
-    Phase correlation is the most precise where the two look alike (same sensor and season: a sharp
-    peak); where they do not (other sensor, season or resolution) its whitened spectrum follows noise
-    and resampling artefacts, and the plain correlation of edge images is the robust measure. Each
-    image's gaps (NaN) are filled on their own: a gap mask shared by both would correlate at zero.
+    Where the two look alike (same sensor and season: a sharp phase-correlation peak) the plain
+    correlation of the images themselves is the most precise, also after smoothing resampling, which
+    biases phase correlation towards whole pixels. Where they do not (other sensor, season or resolution)
+    the correlation of their edge images is the robust measure. Each image's gaps (NaN) are filled
+    on their own: a gap mask shared by both would correlate at zero.
     """
-    prepared_reference, prepared_image = _prepare(reference, np.isfinite(reference)), _prepare(image, np.isfinite(image))
-    strength = _peak_strength(prepared_reference, prepared_image)
-    shift, _, _ = phase_cross_correlation(prepared_reference, prepared_image, upsample_factor=upsample,
-                                          normalization="phase")
-    # scikit-image returns the shift that registers image onto reference: the content lies at minus it
-    by_phase = (-float(shift[1]), -float(shift[0]))
-    by_edges = _edge_offset(_edges(reference), _edges(image), upsample)
-    if strength >= SHARP_PEAK and math.dist(by_phase, by_edges) < 0.5:
-        return by_phase[0], by_phase[1], strength
-    return by_edges[0], by_edges[1], strength
+    reference_spectrum = scipy.fft.fft2(_prepare(reference, np.isfinite(reference)))
+    image_spectrum = scipy.fft.fft2(_prepare(image, np.isfinite(image)))
+    strength = _peak_strength(reference_spectrum, image_spectrum)
+    if strength >= SHARP_PEAK:
+        shift, _, _ = phase_cross_correlation(reference_spectrum, image_spectrum, space="fourier",
+                                              upsample_factor=upsample, normalization=None)
+        # scikit-image returns the shift that registers image onto reference: the content lies at minus it
+        return -float(shift[1]), -float(shift[0]), strength
+    dx, dy = _edge_offset(_edges(reference), _edges(image), upsample)
+    return dx, dy, strength
 
 
 def without_bright_outliers(image: Image) -> Image:
@@ -160,23 +163,75 @@ def without_bright_outliers(image: Image) -> Image:
     return np.minimum(image, np.float32(high + 3 * (high - low)))
 
 
-def tie_points(reference: Image, image: Image, window: int = WINDOW) -> TiePoints:
-    """Offsets on a grid of half-overlapping windows with enough data and a clear correlation peak."""
+def _parabolic_peaks(surfaces: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(window, [dy, dx]) position of each correlation surface's maximum, refined by a parabola per axis.
+
+    Positions are signed (the surfaces wrap around), in pixels, to about 1/20 pixel.
+    """
+    count, rows, cols = surfaces.shape
+    flat = surfaces.reshape(count, -1).argmax(axis=1)
+    peak_row, peak_col = np.divmod(flat, cols)
+    k = np.arange(count)
+
+    def refine(before: NDArray[np.float64], centre: NDArray[np.float64], after: NDArray[np.float64]) -> NDArray[np.float64]:
+        curvature = before - 2 * centre + after
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(curvature < 0, 0.5 * (before - after) / curvature, 0.0)
+        return np.clip(step, -0.5, 0.5)
+
+    dy = peak_row + refine(surfaces[k, (peak_row - 1) % rows, peak_col], surfaces[k, peak_row, peak_col],
+                           surfaces[k, (peak_row + 1) % rows, peak_col])
+    dx = peak_col + refine(surfaces[k, peak_row, (peak_col - 1) % cols], surfaces[k, peak_row, peak_col],
+                           surfaces[k, peak_row, (peak_col + 1) % cols])
+    dy = np.where(dy > rows / 2, dy - rows, dy)
+    dx = np.where(dx > cols / 2, dx - cols, dx)
+    return np.stack([dy, dx], axis=1)
+
+
+def tie_points(reference: Image, image: Image, window: int = WINDOW, precise: bool = False) -> TiePoints:
+    """Offsets on a grid of half-overlapping windows with enough data and a clear correlation peak.
+
+    All windows are correlated in one batch of FFTs and located to about 1/20 pixel (enough to judge
+    a global offset), or with ``precise`` to 1/100 pixel by DFT upsampling (for fitting a transform).
+    The few whose images do not look alike (a weak phase-correlation peak) are measured again on
+    their edges, as ``phase_offset`` does.
+    """
     valid = np.isfinite(reference) & np.isfinite(image)
     rows, cols = image.shape
     size = min(window, rows, cols)
     step = max(size // 2, 1)
-    centres, offsets = [], []
+    cuts = []
     for top in range(0, rows - size + 1, step):
         for left in range(0, cols - size + 1, step):
             cut = (slice(top, top + size), slice(left, left + size))
-            if valid[cut].mean() < MIN_VALID_SHARE or np.nanstd(reference[cut]) == 0 or np.nanstd(image[cut]) == 0:
-                continue
-            dx, dy, strength = phase_offset(reference[cut], image[cut])
-            if strength < MIN_PEAK_STRENGTH or max(abs(dx), abs(dy)) > size / 4:
-                continue
-            centres.append((left + size / 2, top + size / 2))
-            offsets.append((dx, dy))
+            if valid[cut].mean() >= MIN_VALID_SHARE and np.nanstd(reference[cut]) > 0 and np.nanstd(image[cut]) > 0:
+                cuts.append(cut)
+    if not cuts:
+        return TiePoints(np.zeros((0, 2)), np.zeros((0, 2)))
+    stack_reference = np.stack([_prepare(reference[c], np.isfinite(reference[c])) for c in cuts])
+    stack_image = np.stack([_prepare(image[c], np.isfinite(image[c])) for c in cuts])
+    spectra_reference, spectra_image = scipy.fft.fft2(stack_reference), scipy.fft.fft2(stack_image)
+    cross = spectra_reference * np.conj(spectra_image)
+    whitened = scipy.fft.ifft2(cross / np.maximum(np.abs(cross), 1e-12)).real
+    strength = whitened.reshape(len(cuts), -1).max(axis=1) / np.maximum(whitened.reshape(len(cuts), -1).std(axis=1),
+                                                                        1e-12)
+    shifts = _parabolic_peaks(scipy.fft.ifft2(cross).real)  # where reference and image correlate best
+    centres, offsets = [], []
+    for k, cut in enumerate(cuts):
+        if strength[k] >= SHARP_PEAK and precise:
+            shift, _, _ = phase_cross_correlation(spectra_reference[k], spectra_image[k], space="fourier",
+                                                  upsample_factor=UPSAMPLE, normalization=None)
+            dx, dy = -float(shift[1]), -float(shift[0])
+        elif strength[k] >= SHARP_PEAK:
+            dx, dy = -float(shifts[k, 1]), -float(shifts[k, 0])
+        elif strength[k] >= MIN_PEAK_STRENGTH:
+            dx, dy = _edge_offset(_edges(reference[cut]), _edges(image[cut]), TIE_UPSAMPLE)
+        else:
+            continue
+        if max(abs(dx), abs(dy)) > size / 4:
+            continue
+        centres.append((cut[1].start + size / 2, cut[0].start + size / 2))
+        offsets.append((dx, dy))
     return TiePoints(np.array(centres, dtype=np.float64).reshape(-1, 2),
                      np.array(offsets, dtype=np.float64).reshape(-1, 2))
 
@@ -187,7 +242,7 @@ def register(reference: Image, image: Image, pixel_size: tuple[float, float], mo
     valid = np.isfinite(reference) & np.isfinite(image)
     if valid.sum() < 32 * 32:
         raise MusyqError("the image and the reference overlap by fewer than 32 x 32 pixels with data")
-    points = tie_points(reference, image)
+    points = tie_points(reference, image, precise=mode == Mode.local)
     notes: list[str] = []
     if mode == Mode.local:
         if points.count < 3:

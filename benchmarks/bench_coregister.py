@@ -1,0 +1,119 @@
+"""Accuracy and speed of ``musyq coregister`` against arosics on the same image pairs, in one run.
+
+Pairs (real Sentinel-2 and Landsat 8 data of tile 31UFS bundled with the tests, 10 m):
+
+* same sensor: Sentinel-2 B08 against itself moved by known sub-pixel amounts (Fourier shift);
+* across sensors: Sentinel-2 B04 (2019-04-11) against Landsat 8 B04 (2020-06-13, 30 m resampled to
+  10 m by the provider) moved by the same amounts; the error is the change of the estimate against the
+  unmoved pair, whose true offset is not known.
+
+arosics needs GDAL's Python bindings, so it runs in its own Python (``--arosics-python``, a virtual
+environment with ``pip install arosics gdal==<libgdal version>``) on GeoTIFFs written here; both tools
+get the same files and a global shift (arosics ``COREG``, 256 px window).
+
+    python benchmarks/bench_coregister.py --arosics-python /path/to/venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from scipy import ndimage
+
+from musyq.coregister import read_pair, register
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "openeo-31UFS"
+SHIFTS = [(0.3, -0.2), (1.7, 0.45), (-2.25, 1.1), (0.05, -3.3), (0.77, 0.61), (-0.4, 0.9), (2.9, 2.6), (-1.35, -0.05)]
+MARGIN = 16
+
+AROSICS = """
+import json, sys, time, warnings
+warnings.filterwarnings("ignore")
+from arosics import COREG
+out = []
+for reference, target in json.loads(sys.argv[1]):
+    start = time.perf_counter()
+    try:
+        run = COREG(reference, target, ws=(256, 256), max_shift=8, q=True, nodata=(-9999, -9999))
+        run.calculate_spatial_shifts()
+        out.append([run.x_shift_px, run.y_shift_px, time.perf_counter() - start])
+    except Exception as exc:  # arosics raises when it finds no reliable match
+        out.append([None, None, time.perf_counter() - start])
+print(json.dumps(out))
+"""
+
+
+def read(name: str) -> tuple[np.ndarray, dict]:
+    with rasterio.open(DATA / f"ref_input_{name}.tif") as dataset:
+        values = dataset.read(1).astype(np.float32)
+        profile = dataset.profile
+    return np.where(values == 65535, np.nan, values / 10000).astype(np.float32), profile
+
+
+def write(path: Path, values: np.ndarray, profile: dict) -> Path:
+    window = values[MARGIN:-MARGIN, MARGIN:-MARGIN]
+    transform = profile["transform"] * rasterio.Affine.translation(MARGIN, MARGIN)
+    with rasterio.open(path, "w", driver="GTiff", width=window.shape[1], height=window.shape[0], count=1,
+                       dtype="float32", crs=profile["crs"], transform=transform, nodata=-9999) as dataset:
+        dataset.write(np.nan_to_num(window, nan=-9999), 1)
+        dataset.descriptions = ("band",)
+    return path
+
+
+def moved(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    filled = np.nan_to_num(image, nan=float(np.nanmean(image)))
+    return np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(filled), (dy, dx))).real.astype(np.float32)
+
+
+def rmse(errors: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.sum(errors**2, axis=1))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arosics-python", type=Path, required=True, help="python of an environment with arosics")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="musyq-coreg-"))
+    pairs = {"same sensor (S2 B08)": ("S2_B08", "S2_B08"), "across sensors (S2 B04 / L8 B04)": ("S2_B04", "L8_B04")}
+    for label, (reference_name, image_name) in pairs.items():
+        reference, profile = read(reference_name)
+        image, _ = read(image_name)
+        reference_path = write(work / f"{reference_name}.tif", reference, profile)
+        files = [write(work / f"{image_name}_base.tif", image, profile)]
+        files += [write(work / f"{image_name}_{k}.tif", moved(image, dx, dy), profile) for k, (dx, dy) in
+                  enumerate(SHIFTS)]
+        ours, ours_s = [], 0.0
+        for path in files:
+            start = time.perf_counter()
+            image_band, reference_band, _ = read_pair(path, reference_path, "band")
+            found = register(reference_band, image_band, (10.0, 10.0))
+            ours_s += time.perf_counter() - start
+            ours.append((found.offset_x_px, found.offset_y_px))
+        job = json.dumps([[str(reference_path), str(path)] for path in files])
+        theirs_raw = json.loads(subprocess.run([str(args.arosics_python), "-c", AROSICS, job], check=True,
+                                               capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        # arosics reports the shift that corrects the target (pixels): the content lies at minus it;
+        # where it finds no reliable match it raises, counted here as a failure
+        theirs = [(np.nan, np.nan) if x is None else (-x, -y) for x, y, _ in theirs_raw]
+        theirs_s = sum(t for _, _, t in theirs_raw)
+        truth = np.array([(0.0, 0.0), *SHIFTS])
+        errors = {name: (np.array(found) - np.array(found)[0]) - truth for name, found in (("musyq", ours),
+                                                                                          ("arosics", theirs))}
+        failed = sum(x is None for x, _, _ in theirs_raw)
+        print(f"{label}: unmoved pair musyq {ours[0][0]:+.3f}, {ours[0][1]:+.3f} px; arosics {theirs[0][0]:+.3f}, "
+              f"{theirs[0][1]:+.3f} px")
+        print(f"  known shifts recovered, RMSE: musyq {rmse(errors['musyq'][1:]):.3f} px, arosics "
+              f"{rmse(errors['arosics'][1:]):.3f} px ({failed} of {len(files)} pairs without a result)")
+        print(f"  time for {len(files)} pairs: musyq {ours_s:.2f} s, arosics {theirs_s:.2f} s "
+              f"({theirs_s / ours_s:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
