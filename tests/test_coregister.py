@@ -137,3 +137,43 @@ def test_command_across_resolutions_and_apply(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["coregister", str(image), "--reference", str(truth), "--band", "swir22",
                                       "--out", str(tmp_path / "none.json")])
     assert result.exit_code == 0  # single-band rasters: the one band is the shared one
+
+
+def test_coregistration_stage_of_the_ard_pipeline(samples: Path, tmp_path: Path) -> None:
+    """A reference that places the scene 1.3 pixels east and 0.6 pixels south: the tile is moved onto it."""
+    product = samples / "S2A_MSIL1C_20170729_T19UDP_900m"
+    common = ["--resolution", "900", "--tile", "19UDP", "--aod", "off"]
+    assert CliRunner().invoke(app, ["ard", str(product), "--out", str(tmp_path / "plain"), *common]).exit_code == 0
+    plain_toa = next((tmp_path / "plain").glob("19UDP/*/*.TOA.tif"))
+    with rasterio.open(plain_toa) as dataset:
+        names = list(dataset.descriptions)
+        nir = dataset.read(names.index("nir") + 1).astype(np.float32) / 10000
+        transform, crs = dataset.transform, dataset.crs
+    nir[nir == 0] = np.nan
+    reference = tmp_path / "reference.tif"
+    with rasterio.open(reference, "w", driver="GTiff", width=nir.shape[1], height=nir.shape[0], count=1,
+                       dtype="float32", crs=crs, transform=transform * Affine.translation(1.3, 0.6),
+                       nodata=np.nan) as dataset:
+        dataset.write(nir, 1)
+        dataset.descriptions = ("nir",)
+    result = CliRunner().invoke(app, ["ard", str(product), "--out", str(tmp_path / "moved"), *common,
+                                      "--coregister-to", str(reference)])
+    assert result.exit_code == 0, result.output
+    item = json.loads(next((tmp_path / "moved").glob("19UDP/*/*.json")).read_text())
+    found = item["properties"]["musyq:coregistration"]
+    # the scene's content lies 1.3 px west and 0.6 px north of where the reference has it
+    assert found["offset_x_px"] == pytest.approx(-1.3, abs=0.15) and found["offset_y_px"] == pytest.approx(-0.6, abs=0.15)
+    assert found["offset_east_m"] == pytest.approx(found["offset_x_px"] * 900) and found["applied"], json.dumps(found)
+    moved_toa = next((tmp_path / "moved").glob("19UDP/*/*.TOA.tif"))
+    with rasterio.open(moved_toa) as dataset:
+        moved = dataset.read(names.index("nir") + 1).astype(np.float32) / 10000
+    with rasterio.open(next((tmp_path / "moved").glob("19UDP/*/*.MASK.tif"))) as dataset:
+        flags = dataset.read(2)
+    assert ((flags & 16) > 0).sum() > 1000
+    moved[moved == 0] = np.nan
+    with rasterio.open(reference) as dataset:
+        on_tile = np.full(moved.shape, np.nan, dtype=np.float32)
+        rasterio.warp.reproject(rasterio.band(dataset, 1), on_tile, dst_transform=transform, dst_crs=crs,
+                                dst_nodata=np.nan, resampling=rasterio.enums.Resampling.cubic)
+    residual = register(on_tile, moved, (900.0, 900.0))
+    assert abs(residual.offset_x_px) < 0.15 and abs(residual.offset_y_px) < 0.15

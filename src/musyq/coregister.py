@@ -25,6 +25,7 @@ import rasterio
 import scipy.fft
 from affine import Affine
 from numpy.typing import NDArray
+from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from scipy import ndimage
@@ -33,6 +34,7 @@ from skimage.registration import phase_cross_correlation
 from skimage.transform import AffineTransform
 
 from musyq.errors import InputError, MusyqError
+from musyq.grid import crs_wkt
 
 Image = NDArray[np.float32]
 UPSAMPLE = 100  # offsets to 1/100 pixel
@@ -188,7 +190,15 @@ def _parabolic_peaks(surfaces: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.stack([dy, dx], axis=1)
 
 
-def tie_points(reference: Image, image: Image, window: int = WINDOW, precise: bool = False) -> TiePoints:
+def window_size(shape: tuple[int, int]) -> int:
+    """The largest of 128, 64 and 32 pixels that fits two half-overlapping windows along the short side."""
+    for size in (WINDOW, WINDOW // 2, WINDOW // 4):
+        if min(shape) >= 1.5 * size:
+            return size
+    return min(shape)
+
+
+def tie_points(reference: Image, image: Image, window: int | None = None, precise: bool = False) -> TiePoints:
     """Offsets on a grid of half-overlapping windows with enough data and a clear correlation peak.
 
     All windows are correlated in one batch of FFTs and located to about 1/20 pixel (enough to judge
@@ -198,7 +208,7 @@ def tie_points(reference: Image, image: Image, window: int = WINDOW, precise: bo
     """
     valid = np.isfinite(reference) & np.isfinite(image)
     rows, cols = image.shape
-    size = min(window, rows, cols)
+    size = min(window or window_size((rows, cols)), rows, cols)
     step = max(size // 2, 1)
     cuts = []
     for top in range(0, rows - size + 1, step):
@@ -320,6 +330,26 @@ def read_pair(image_path: Path, reference_path: Path, band: str) -> tuple[Image,
     if not np.isfinite(reference).any():
         raise InputError(reference_path, f"does not overlap {image_path.name}")
     return image, reference, profile
+
+
+def load_reference_band(path: Path, geobox: GeoBox, names: tuple[str, ...]) -> Image:
+    """The first band of ``path`` described by one of ``names`` (or its only band) resampled onto ``geobox``."""
+    try:
+        with rasterio.open(path) as source:
+            descriptions = [(d or "").strip().lower() for d in source.descriptions]
+            found = [descriptions.index(n) for n in names if n in descriptions]
+            if not found and source.count > 1:
+                raise InputError(path, f"no band described as {' or '.join(names)} (descriptions: {descriptions})")
+            index = found[0] if found else 0
+            coarser = abs(source.transform.a) > 1.5 * abs(geobox.resolution.x)
+            values = np.full(geobox.shape.yx, np.nan, dtype=np.float32)
+            reproject(rasterio.band(source, index + 1), values, dst_transform=geobox.affine, dst_crs=crs_wkt(geobox),
+                      dst_nodata=np.nan, resampling=Resampling.cubic if coarser else Resampling.average)
+    except rasterio.RasterioIOError as exc:
+        raise InputError(path, f"cannot read the co-registration reference: {exc}") from None
+    if not np.isfinite(values).any():
+        raise InputError(path, "does not overlap the tile")
+    return values
 
 
 def apply(image_path: Path, registration: Registration, out: Path, resampling: Resampling = Resampling.cubic) -> Path:

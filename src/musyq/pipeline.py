@@ -14,12 +14,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 
 from musyq.brdf import KernelGrids, load_brdf_parameters, nbar_sun_zenith, normalize_band
 from musyq.cloudmask import MaskInputs, MaskMethod, compute_mask
-from musyq.errors import GridError
+from musyq.coregister import DEFAULT_MAX_RMSE, Mode, Registration, load_reference_band, register
+from musyq.errors import GridError, MissingBandError
 from musyq.grid import Tile, crs_wkt, get_tile, tiles_touching
 from musyq.lut import has_table, load_table
 from musyq.output import (
@@ -28,6 +30,7 @@ from musyq.output import (
     CLEAR,
     CLOUD,
     CLOUD_SHADOW,
+    COREGISTERED,
     DATA,
     FILL,
     NBAR,
@@ -73,6 +76,15 @@ class NbarOptions:
 
 
 @dataclass(frozen=True)
+class CoregistrationOptions:
+    """Co-registration of every tile to a reference raster on a shared band; flagged above ``max_rmse`` px."""
+
+    reference: Path | None = None
+    band: str = "nir"
+    max_rmse: float = DEFAULT_MAX_RMSE
+
+
+@dataclass(frozen=True)
 class ArdOptions:
     """Choices that shape the ARD outputs."""
 
@@ -85,6 +97,7 @@ class ArdOptions:
     atmosphere: AtmosphereOptions | None = field(default_factory=AtmosphereOptions)
     mask: MaskOptions = field(default_factory=MaskOptions)
     nbar: NbarOptions = field(default_factory=NbarOptions)
+    coregistration: CoregistrationOptions = field(default_factory=CoregistrationOptions)
 
 
 @dataclass
@@ -175,6 +188,31 @@ def toa_on_tile(
     return toa, temperature, valid, angles.values
 
 
+def coregister_tile(scene: Scene, geobox: GeoBox, toa: NDArray[np.float32], options: ArdOptions) -> Registration:
+    """The global offset of the scene's TOA on this tile against the reference, in tile pixels."""
+    settings = options.coregistration
+    assert settings.reference is not None
+    names = [s.band.common_name for s in scene.reflective_sources]
+    wanted = {"nir": ("nir", "nir08"), "nir08": ("nir08", "nir")}.get(settings.band, (settings.band,))
+    matches = [n for n in wanted if n in names]
+    if not matches:
+        raise MissingBandError(scene.product_path, f"co-registration needs a {settings.band} band; the scene has "
+                               f"{', '.join(names)}")
+    reference = load_reference_band(settings.reference, geobox, wanted)
+    image = toa[names.index(matches[0])]
+    return register(reference, image, (options.resolution, options.resolution), Mode.global_, settings.max_rmse)
+
+
+def registration_properties(registration: Registration, settings: CoregistrationOptions) -> dict[str, object]:
+    assert settings.reference is not None
+    return {"musyq:coregistration": {
+        "reference": settings.reference.name, "band": settings.band, "offset_x_px": registration.offset_x_px,
+        "offset_y_px": registration.offset_y_px, "offset_east_m": registration.offset_east_m,
+        "offset_north_m": registration.offset_north_m, "rmse_px": registration.rmse_px,
+        "tie_points": registration.tie_points, "applied": not registration.flagged,
+        "flagged": registration.flagged, "max_rmse_px": settings.max_rmse}}
+
+
 def normalize_to_nadir(
     surface: SurfaceResult, angles: NDArray[np.float32], valid: NDArray[np.bool_], processing: NDArray[np.uint8],
     scene: Scene, geobox: GeoBox, sun_zenith: float, options: NbarOptions,
@@ -236,6 +274,14 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     toa, temperature, valid, angles = toa_on_tile(scene, geobox[window], options)
     if not valid.any():
         return TileResult(tile.id, item_path, skipped=True)
+    registration = None
+    if options.coregistration.reference is not None:
+        registration = coregister_tile(scene, geobox[window], toa, options)
+        if not registration.flagged:
+            # warping onto a grid moved by the offset puts each pixel's content where it belongs
+            moved = GeoBox(geobox[window].shape, geobox[window].affine * Affine.translation(
+                registration.offset_x_px, registration.offset_y_px), geobox[window].crs)
+            toa, temperature, valid, angles = toa_on_tile(scene, moved, options)
     valid_fraction = float(valid.sum() / geobox.shape.yx[0] / geobox.shape.yx[1])
 
     reflective = [s.band for s in scene.reflective_sources]
@@ -247,6 +293,8 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
                         options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m)
     quality = mask.quality
     processing = np.where(valid, DATA, 0).astype(np.uint8)
+    if registration is not None and not registration.flagged:
+        processing[valid] |= COREGISTERED
     tags = {"product_id": scene.product_id, "sensor": scene.sensor.id, "tile": tile.id,
             "datetime": scene.acquired.isoformat() + "Z"}
     layers: list[tuple[Layer, AssetSpec]] = []
@@ -268,6 +316,8 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
         "musyq:snow_percent": round(100 * mask.fraction(SNOW), 2),
         "musyq:water_percent": round(100 * mask.fraction(WATER), 2),
     }
+    if registration is not None:
+        properties.update(registration_properties(registration, options.coregistration))
     atmosphere = options.atmosphere
     if atmosphere is not None:
         prior = load_prior(atmosphere.aot_prior, geobox[window]) if atmosphere.aot_prior is not None else None
@@ -295,7 +345,7 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
         "Sun and view angles", ("metadata", "angles"), None, "degree")
     add(Layer("MASK", np.stack([quality, processing]), FILL, ("quality", "processing"), resampling="mode"),
         "Pixel quality (0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud) and processing flags (1 data, "
-        "2 surface reflectance, 4 NBAR, 8 NBAR from per-pixel BRDF parameters)", ("data-mask", "quality"), None, None)
+        "2 surface reflectance, 4 NBAR, 8 NBAR from per-pixel BRDF parameters, 16 co-registered)", ("data-mask", "quality"), None, None)
     add(Layer("CLOUDPROB", np.where(valid, mask.cloud_probability, PROBABILITY_NODATA).astype(np.uint8),
               PROBABILITY_NODATA, ("cloud_probability",)),
         "Cloud probability (percent; 50 is the cloud threshold)", ("data", "cloud-probability"), None, "percent")

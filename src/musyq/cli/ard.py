@@ -19,6 +19,9 @@ from musyq.cli.options import (
     AodPriorOption,
     BrdfPriorOption,
     CloudBufferOption,
+    CoregisterBandOption,
+    CoregisterOption,
+    CoregisterRmseOption,
     DatetimeOption,
     DemOption,
     ElevationOption,
@@ -36,7 +39,7 @@ from musyq.cli.options import (
     user_errors,
 )
 from musyq.cloudmask import MaskMethod
-from musyq.pipeline import ArdOptions, MaskOptions, NbarOptions, TileResult, run_ard, select_tiles
+from musyq.pipeline import ArdOptions, CoregistrationOptions, MaskOptions, NbarOptions, TileResult, run_ard, select_tiles
 from musyq.readers import open_scene
 from musyq.stac import update_collection
 from musyq.tiling import ReflectanceResampling
@@ -89,6 +92,9 @@ def ard(
     shadow_buffer: float | None = ShadowBufferOption,
     nbar: bool = NbarOption,
     brdf_prior: Path | None = BrdfPriorOption,
+    coregister_to: Path | None = CoregisterOption,
+    coregister_band: str = CoregisterBandOption,
+    coregister_max_rmse: float = CoregisterRmseOption,
 ) -> None:
     """Make surface and TOA reflectance, aerosol, angle, quality and cloud-probability COGs plus STAC items for every
     tile touched."""
@@ -97,7 +103,8 @@ def ard(
                              overwrite=overwrite, atmosphere=atmosphere_options(aod, water_vapour, ozone, aerosol_model,
                                                                      aod_prior, elevation, dem),
                              mask=MaskOptions(mask_method, cloud_buffer, shadow_buffer),
-                             nbar=NbarOptions(nbar, brdf_prior))
+                             nbar=NbarOptions(nbar, brdf_prior),
+                             coregistration=CoregistrationOptions(coregister_to, coregister_band, coregister_max_rmse))
         results = produce(inputs, out, options, stack_options(sensor, when, scale, offset))
     made = [r for r in results if not r.skipped]
     console.print(f"{len(made)} tile(s) written, {len(results) - len(made)} skipped; catalogue: {out / 'collection.json'}")

@@ -87,6 +87,14 @@ BrdfPriorOption = typer.Option(None, "--brdf-prior", help="Per-pixel BRDF parame
                                "<band>_iso, <band>_vol, <band>_geo, any grid) to use instead of the fixed ones.")
 
 
+CoregisterOption = typer.Option(None, "--coregister-to", help="Reference raster of the same place: each tile is "
+                                "moved onto it by the global sub-pixel offset of the shared band.")
+CoregisterBandOption = typer.Option("nir", "--coregister-band", help="Band the scene and the reference share "
+                                    "(its description in the reference).")
+CoregisterRmseOption = typer.Option(0.8, "--coregister-max-rmse", help="Tiles whose tie-point residual RMSE is "
+                                    "above this many pixels are flagged and left where they are.")
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn musyq errors into one red line and exit status 1; show reader warnings in yellow."""
