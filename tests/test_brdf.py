@@ -114,7 +114,7 @@ def test_nadir_geometry_at_the_standard_sun_is_left_unchanged() -> None:
 
 def ard(product: Path, out: Path, *extra: str) -> Path:
     result = CliRunner().invoke(app, ["ard", str(product), "--out", str(out), "--resolution", "900", "--tile", "19UDP",
-                                      "--aod", "0.1", "--water-vapour", "1.0", *extra])
+                                      "--aod", "0.1", "--water-vapour", "1.0", "--bandpass-to", "none", *extra])
     assert result.exit_code == 0, result.output
     return next(out.glob("19UDP/*/*.json"))
 

@@ -18,6 +18,7 @@ from affine import Affine
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 
+from musyq.bandpass import adjust, coefficients
 from musyq.brdf import KernelGrids, load_brdf_parameters, nbar_sun_zenith, normalize_band
 from musyq.cloudmask import MaskInputs, MaskMethod, compute_mask
 from musyq.coregister import DEFAULT_MAX_RMSE, Mode, Registration, load_reference_band, register
@@ -27,6 +28,7 @@ from musyq.lut import has_table, load_table
 from musyq.output import (
     ANGLE_NODATA,
     ANGLE_SCALE,
+    BANDPASS,
     CLEAR,
     CLOUD,
     CLOUD_SHADOW,
@@ -98,6 +100,7 @@ class ArdOptions:
     mask: MaskOptions = field(default_factory=MaskOptions)
     nbar: NbarOptions = field(default_factory=NbarOptions)
     coregistration: CoregistrationOptions = field(default_factory=CoregistrationOptions)
+    bandpass_to: str | None = "L8_OLI"  # reference sensor of the spectral bandpass adjustment (HLS's)
 
 
 @dataclass
@@ -328,6 +331,11 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
         if options.nbar.enabled:
             properties.update(normalize_to_nadir(surface, angles, valid, processing, scene, geobox[window],
                                                  sun_zenith, options.nbar))
+        if options.bandpass_to is not None:
+            adjusted = adjust(surface.reflectance, surface.bands, coefficients(scene.sensor.id, options.bandpass_to))
+            if adjusted:
+                processing[valid] |= BANDPASS
+                properties.update({"musyq:bandpass_to": options.bandpass_to, "musyq:bandpass_bands": adjusted})
         add(Layer("SR", encode_reflectance(surface.reflectance), 0, tuple(b.common_name for b in surface.bands),
                   1 / REFLECTANCE_SCALE), "Surface reflectance", ("data", "reflectance"), surface.bands, None)
         add(Layer("AOD", encode_reflectance(surface.aot550), 0, ("aot550",), 1 / REFLECTANCE_SCALE),
@@ -345,7 +353,7 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
         "Sun and view angles", ("metadata", "angles"), None, "degree")
     add(Layer("MASK", np.stack([quality, processing]), FILL, ("quality", "processing"), resampling="mode"),
         "Pixel quality (0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud) and processing flags (1 data, "
-        "2 surface reflectance, 4 NBAR, 8 NBAR from per-pixel BRDF parameters, 16 co-registered)", ("data-mask", "quality"), None, None)
+        "2 surface reflectance, 4 NBAR, 8 NBAR from per-pixel BRDF parameters, 16 co-registered, 32 bandpass-adjusted)", ("data-mask", "quality"), None, None)
     add(Layer("CLOUDPROB", np.where(valid, mask.cloud_probability, PROBABILITY_NODATA).astype(np.uint8),
               PROBABILITY_NODATA, ("cloud_probability",)),
         "Cloud probability (percent; 50 is the cloud threshold)", ("data", "cloud-probability"), None, "percent")

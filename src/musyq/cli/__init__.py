@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from musyq.cli import ard, coregister, demo, info, lut, mask
+from musyq.cli import ard, bandpass, coregister, demo, info, lut, mask
 
 app = typer.Typer(
     name="musyq",
@@ -19,5 +19,6 @@ app.command("mask")(mask.mask)
 app.command("coregister")(coregister.coregister)
 app.command("demo")(demo.demo)
 app.add_typer(lut.app, name="lut")
+app.add_typer(bandpass.app, name="bandpass")
 
 __all__ = ["app"]

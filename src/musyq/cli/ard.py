@@ -17,6 +17,7 @@ from musyq.cli.options import (
     AerosolModelOption,
     AodOption,
     AodPriorOption,
+    BandpassOption,
     BrdfPriorOption,
     CloudBufferOption,
     CoregisterBandOption,
@@ -34,6 +35,7 @@ from musyq.cli.options import (
     ShadowBufferOption,
     WaterVapourOption,
     atmosphere_options,
+    bandpass_target,
     console,
     stack_options,
     user_errors,
@@ -95,6 +97,7 @@ def ard(
     coregister_to: Path | None = CoregisterOption,
     coregister_band: str = CoregisterBandOption,
     coregister_max_rmse: float = CoregisterRmseOption,
+    bandpass_to: str = BandpassOption,
 ) -> None:
     """Make surface and TOA reflectance, aerosol, angle, quality and cloud-probability COGs plus STAC items for every
     tile touched."""
@@ -104,7 +107,8 @@ def ard(
                                                                      aod_prior, elevation, dem),
                              mask=MaskOptions(mask_method, cloud_buffer, shadow_buffer),
                              nbar=NbarOptions(nbar, brdf_prior),
-                             coregistration=CoregistrationOptions(coregister_to, coregister_band, coregister_max_rmse))
+                             coregistration=CoregistrationOptions(coregister_to, coregister_band, coregister_max_rmse),
+                             bandpass_to=bandpass_target(bandpass_to))
         results = produce(inputs, out, options, stack_options(sensor, when, scale, offset))
     made = [r for r in results if not r.skipped]
     console.print(f"{len(made)} tile(s) written, {len(results) - len(made)} skipped; catalogue: {out / 'collection.json'}")

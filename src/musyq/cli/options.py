@@ -14,6 +14,7 @@ from rich.console import Console
 from musyq.cloudmask import MaskMethod
 from musyq.errors import MusyqError
 from musyq.readers import StackOptions
+from musyq.sensors import resolve_sensor_id
 from musyq.surface import AtmosphereOptions
 
 console = Console(stderr=True)
@@ -93,6 +94,15 @@ CoregisterBandOption = typer.Option("nir", "--coregister-band", help="Band the s
                                     "(its description in the reference).")
 CoregisterRmseOption = typer.Option(0.8, "--coregister-max-rmse", help="Tiles whose tie-point residual RMSE is "
                                     "above this many pixels are flagged and left where they are.")
+
+
+BandpassOption = typer.Option("L8_OLI", "--bandpass-to", help="Adjust the surface reflectance to this sensor's "
+                              "bands (HLS coefficients where published, else musyq's); 'none' to keep them.")
+
+
+def bandpass_target(text: str) -> str | None:
+    """The sensor id to adjust to, or None for no adjustment."""
+    return None if text.strip().lower() == "none" else resolve_sensor_id(text)
 
 
 @contextmanager

@@ -1,0 +1,43 @@
+"""``musyq bandpass``: regenerate and inspect the spectral bandpass coefficients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from musyq import bandpass
+from musyq.cli.options import user_errors
+from musyq.sensors import resolve_sensor_id
+
+app = typer.Typer(help="Spectral bandpass adjustment coefficients between sensors.", no_args_is_help=True)
+
+
+@app.command("build")
+def build(
+    count: int = typer.Option(3000, "--count", help="Spectra in the generated library."),
+    seed: int = typer.Option(1, "--seed", help="Random seed of the library."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Table to write; default: the package's own."),
+) -> None:
+    """Generate the spectral library (PROSAIL canopies and soils) and fit every pair of sensors."""
+    with user_errors():
+        table = bandpass.build_table(count, seed)
+        path = bandpass.save_table(table, out or bandpass.table_path())
+    Console().print(f"{path}: coefficients for {len(table['pairs'])} source sensors")  # type: ignore[arg-type]
+
+
+@app.command("show")
+def show(
+    source: str = typer.Argument(..., help="Sensor whose bands are adjusted."),
+    target: str = typer.Argument("L8_OLI", help="Reference sensor."),
+) -> None:
+    """Print the coefficients and fit statistics from SOURCE to TARGET."""
+    with user_errors():
+        fits = bandpass.coefficients(resolve_sensor_id(source), resolve_sensor_id(target))
+    table = Table("band", "to", "slope", "offset", "R²", "RMSE", "RMSE held out", "origin")
+    for fit in fits:
+        table.add_row(fit.source_band, fit.target_band, f"{fit.slope:.4f}", f"{fit.offset:+.4f}", f"{fit.r2:.5f}",
+                      f"{fit.rmse:.4f}", f"{fit.rmse_holdout:.4f}", fit.origin)
+    Console().print(table)
