@@ -205,13 +205,18 @@ def normalize_band(
     used_prior = np.zeros(reflectance.shape, dtype=bool)
     if fixed is None:
         return reflectance, used_prior
+    if prior is None or band.common_name not in prior.by_band:
+        # one set of coefficients: the factor needs only the two kernel grids
+        observed = np.float32(fixed.iso) + np.float32(fixed.vol) * kernels.vol + np.float32(fixed.geo) * kernels.geo
+        standard = np.float32(fixed.iso + fixed.vol * kernels.vol_nbar + fixed.geo * kernels.geo_nbar)
+        reflectance *= np.where(observed > 0, standard / observed, np.float32(1.0)).astype(np.float32)
+        return reflectance, used_prior
     iso = np.full(reflectance.shape, fixed.iso, dtype=np.float32)
     vol = np.full(reflectance.shape, fixed.vol, dtype=np.float32)
     geo = np.full(reflectance.shape, fixed.geo, dtype=np.float32)
-    if prior is not None and band.common_name in prior.by_band:
-        p_iso, p_vol, p_geo = prior.by_band[band.common_name]
-        used_prior = np.isfinite(p_iso) & np.isfinite(p_vol) & np.isfinite(p_geo) & (p_iso > 0)
-        iso[used_prior], vol[used_prior], geo[used_prior] = p_iso[used_prior], p_vol[used_prior], p_geo[used_prior]
+    p_iso, p_vol, p_geo = prior.by_band[band.common_name]
+    used_prior = np.isfinite(p_iso) & np.isfinite(p_vol) & np.isfinite(p_geo) & (p_iso > 0)
+    iso[used_prior], vol[used_prior], geo[used_prior] = p_iso[used_prior], p_vol[used_prior], p_geo[used_prior]
     observed = iso + vol * kernels.vol + geo * kernels.geo
     standard = iso + vol * np.float32(kernels.vol_nbar) + geo * np.float32(kernels.geo_nbar)
     with np.errstate(divide="ignore", invalid="ignore"):
