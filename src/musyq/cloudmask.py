@@ -216,8 +216,30 @@ def _probabilities(
     return land, water
 
 
-def spectral_tests(inputs: MaskInputs, settings: MaskSettings, valid: Mask) -> SpectralTests:
-    """Potential cloud, water, snow and the cloud probability, pixel by pixel."""
+@dataclass(frozen=True)
+class SceneThresholds:
+    """What the spectral tests learn from a scene's own clear pixels.
+
+    Learnt once per scene (from an overview of it) and applied to every tile, so that the tiles of one
+    scene are judged alike and a tile that catches only a sliver of the scene is not judged on it alone.
+    """
+
+    saturation: tuple[float, float, float]  # blue, green, red clipping levels (infinite if none)
+    hot_limit: float
+    brightness_low: float
+    brightness_high: float
+    water_temperature: float
+    land_threshold: float
+    all_potential_is_cloud: bool  # no clear land to set a threshold from (Fmask's rule)
+
+
+def spectral_tests(
+    inputs: MaskInputs, settings: MaskSettings, valid: Mask, thresholds: SceneThresholds | None = None,
+) -> tuple[SpectralTests, SceneThresholds]:
+    """Potential cloud, water, snow and the cloud probability, pixel by pixel, and the thresholds used.
+
+    Without ``thresholds`` they are learnt from ``inputs`` themselves.
+    """
     blue, green, red, nir = (inputs.band(n) for n in REQUIRED)
     assert blue is not None and green is not None and red is not None and nir is not None
     swir16, swir22, cirrus = inputs.band("swir16"), inputs.band("swir22"), inputs.band("cirrus")
@@ -229,18 +251,22 @@ def spectral_tests(inputs: MaskInputs, settings: MaskSettings, valid: Mask) -> S
         return none if array is None else np.ascontiguousarray(array, dtype=np.float32).ravel()
 
     celsius = None if temperature is None else temperature - np.float32(273.15)
-    saturation = np.array([saturation_level(b, valid) for b in (blue, green, red)])
+    saturation = thresholds.saturation if thresholds is not None else tuple(
+        saturation_level(b, valid) for b in (blue, green, red))
+    # without a temperature to rule out warm cloud edges, snow takes the stricter MODIS NDSI limit (Hall et al.)
     hot, variability_probability, spectral, water, snow = _pixel_tests(
         flat(blue), flat(green), flat(red), flat(nir), flat(swir16), flat(swir22), flat(celsius),
-        swir16 is not None, swir22 is not None, celsius is not None, saturation, valid.ravel(),
+        swir16 is not None, swir22 is not None, celsius is not None, np.array(saturation), valid.ravel(),
         settings.use_ndbi, 0.15 if celsius is not None else 0.4)
-    # without a temperature to rule out warm cloud edges, snow takes the stricter MODIS NDSI limit (Hall et al.)
 
-    hot_limit = 0.0
-    if settings.adaptive_hot:
+    if thresholds is not None:
+        hot_limit = thresholds.hot_limit
+    elif settings.adaptive_hot:
         # over bright soil clear land sits well below 0: a thin cloud raises HOT above the clear
         # land around it long before it crosses Fmask's fixed limit
         hot_limit = min(0.0, _percentile(hot, valid.ravel() & (hot <= 0), 82.5, 0.0))
+    else:
+        hot_limit = 0.0
     potential = spectral & (hot > hot_limit)
     if cirrus is not None:
         potential |= flat(cirrus) > 0.01
@@ -248,26 +274,34 @@ def spectral_tests(inputs: MaskInputs, settings: MaskSettings, valid: Mask) -> S
 
     clear_land = valid.ravel() & ~potential & ~water
     clear_water = valid.ravel() & ~potential & water
-    mode, low, high, water_temperature = 2, 0.0, 1.0, 20.0
-    if celsius is not None:
-        flat_celsius = flat(celsius)
-        mode = 0
-        low = _percentile(flat_celsius, clear_land, 17.5, 0.0)
-        high = _percentile(flat_celsius, clear_land, 82.5, 30.0)
-        water_temperature = _percentile(flat_celsius, clear_water, 82.5, 20.0)
-    elif settings.use_hot_probability:
-        mode = 1
+    mode = 0 if celsius is not None else 1 if settings.use_hot_probability else 2
+    if thresholds is not None:
+        low, high, water_temperature = thresholds.brightness_low, thresholds.brightness_high, thresholds.water_temperature
+    elif mode == 0:
+        low = _percentile(flat(celsius), clear_land, 17.5, 0.0)
+        high = _percentile(flat(celsius), clear_land, 82.5, 30.0)
+        water_temperature = _percentile(flat(celsius), clear_water, 82.5, 20.0)
+    elif mode == 1:
         low = _percentile(hot, clear_land, 17.5, -0.1) - 0.04
         high = _percentile(hot, clear_land, 82.5, 0.0) + 0.04
+        water_temperature = 20.0
+    else:
+        low, high, water_temperature = 0.0, 1.0, 20.0
     land_probability, water_probability = _probabilities(
         hot, variability_probability, flat(celsius), flat(swir16 if swir16 is not None else nir), flat(cirrus),
         mode, low, high, water_temperature, cirrus is not None, settings.cirrus_weight)
 
-    land_threshold = _percentile(land_probability, clear_land, 82.5, 0.0) + settings.probability_margin
-    return SpectralTests(potential.reshape(shape), (water & valid.ravel()).reshape(shape),
-                         (snow & valid.ravel()).reshape(shape), land_probability.reshape(shape),
-                         water_probability.reshape(shape), land_threshold,
-                         float(clear_land.sum() / max(valid.sum(), 1)))
+    if thresholds is None:
+        clear_share = float(clear_land.sum() / max(valid.sum(), 1))
+        thresholds = SceneThresholds(
+            (float(saturation[0]), float(saturation[1]), float(saturation[2])), hot_limit, low, high,
+            water_temperature, _percentile(land_probability, clear_land, 82.5, 0.0) + settings.probability_margin,
+            clear_share < 0.03 and valid.sum() >= MIN_PIXELS_FOR_ALL_CLOUD)
+    tests = SpectralTests(potential.reshape(shape), (water & valid.ravel()).reshape(shape),
+                          (snow & valid.ravel()).reshape(shape), land_probability.reshape(shape),
+                          water_probability.reshape(shape), thresholds.land_threshold,
+                          float(clear_land.sum() / max(valid.sum(), 1)))
+    return tests, thresholds
 
 
 def cloud_probability(land: Array, water: Array, is_water: Mask, potential: Mask, threshold: float) -> Array:
@@ -295,8 +329,8 @@ def _remove_small(mask: Mask, min_pixels: int) -> Mask:
     return np.asarray(keep[labels])
 
 
-def fmask_quality(inputs: MaskInputs, settings: MaskSettings) -> MaskResult:
-    """Fmask-style mask: spectral tests, a scene-adaptive probability, shadows where clouds cast them."""
+def _valid_inputs(inputs: MaskInputs) -> tuple[MaskInputs, Mask]:
+    """The pixels every band has, and the inputs with gaps in the thermal band given a neutral temperature."""
     inputs.require()
     nir = inputs.band("nir")
     assert nir is not None
@@ -309,12 +343,20 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings) -> MaskResult:
         known = valid & np.isfinite(temperature)
         neutral = np.float32(np.median(temperature[known])) if known.any() else np.float32(288.0)
         inputs = replace(inputs, brightness_temperature=np.where(np.isfinite(temperature), temperature, neutral))
-    tests = spectral_tests(inputs, settings, valid)
+    return inputs, valid
+
+
+def fmask_quality(inputs: MaskInputs, settings: MaskSettings, thresholds: SceneThresholds | None = None) -> MaskResult:
+    """Fmask-style mask: spectral tests, a scene-adaptive probability, shadows where clouds cast them."""
+    inputs, valid = _valid_inputs(inputs)
+    nir = inputs.band("nir")
+    assert nir is not None
+    tests, learnt = spectral_tests(inputs, settings, valid, thresholds)
     potential, water = tests.potential_cloud, tests.water
 
     cloud = potential & ((~water & (tests.land_probability > tests.land_threshold))
                          | (water & (tests.water_probability > 0.5)))
-    if tests.clear_land_fraction < 0.03 and valid.sum() >= MIN_PIXELS_FOR_ALL_CLOUD:
+    if learnt.all_potential_is_cloud:
         cloud = potential.copy()  # a scene without clear land to set the threshold from (Fmask)
     cloud = _remove_small(cloud, int(round(settings.min_cloud_area_m2 / inputs.pixel_size**2)))
     neighbours = ndimage.convolve(cloud.astype(np.uint8), np.ones((3, 3), dtype=np.uint8), mode="constant")
@@ -363,17 +405,24 @@ METHODS: dict[MaskMethod, MaskSettings] = {
 }
 
 
+def learn_thresholds(inputs: MaskInputs, method: MaskMethod | str = MaskMethod.musyq) -> SceneThresholds:
+    """The thresholds a scene's own pixels set (give an overview of the whole scene)."""
+    inputs, valid = _valid_inputs(inputs)
+    return spectral_tests(inputs, METHODS[MaskMethod(method)], valid)[1]
+
+
 def compute_mask(
     inputs: MaskInputs, method: MaskMethod | str = MaskMethod.musyq, cloud_buffer_m: float | None = None,
-    shadow_buffer_m: float | None = None,
+    shadow_buffer_m: float | None = None, thresholds: SceneThresholds | None = None,
 ) -> MaskResult:
-    """The quality layer of ``inputs`` by the named method, optionally with other buffer distances."""
+    """The quality layer of ``inputs`` by the named method, optionally with other buffer distances and
+    with thresholds learnt from the whole scene (``learn_thresholds``)."""
     settings = METHODS[MaskMethod(method)]
     if cloud_buffer_m is not None:
         settings = replace(settings, cloud_buffer_m=cloud_buffer_m)
     if shadow_buffer_m is not None:
         settings = replace(settings, shadow_buffer_m=shadow_buffer_m)
-    return fmask_quality(inputs, settings)
+    return fmask_quality(inputs, settings, thresholds)
 
 
 def with_bands(inputs: MaskInputs, names: tuple[str, ...]) -> MaskInputs:

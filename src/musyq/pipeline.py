@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from odc.geo.geobox import GeoBox
 
 from musyq.bandpass import adjust, coefficients
 from musyq.brdf import KernelGrids, load_brdf_parameters, nbar_sun_zenith, normalize_band
-from musyq.cloudmask import MaskInputs, MaskMethod, compute_mask
+from musyq.cloudmask import MaskInputs, MaskMethod, SceneThresholds, compute_mask, learn_thresholds
 from musyq.coregister import DEFAULT_MAX_RMSE, Mode, Registration, load_reference_band, register
 from musyq.errors import GridError, MissingBandError
 from musyq.grid import Tile, crs_wkt, get_tile, tiles_touching
@@ -264,7 +265,24 @@ def mask_inputs(
                       scene.product_path)
 
 
-def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -> TileResult:
+OVERVIEW_RESOLUTION = 240.0  # metres: enough pixels for the scene's statistics, cheap to read
+MASK_BANDS = ("blue", "green", "red", "nir", "nir08", "swir16", "swir22", "cirrus", "lwir11", "lwir")
+
+
+def scene_thresholds(scene: Scene, options: ArdOptions) -> SceneThresholds:
+    """Cloud-test thresholds learnt once from an overview of the whole scene, for all its tiles alike."""
+    footprint = scene.footprint.to_crs(scene.crs)
+    overview = GeoBox.from_geopolygon(footprint, resolution=max(options.resolution, OVERVIEW_RESOLUTION))
+    needed = replace(scene, bands=tuple(s for s in scene.bands if s.band.common_name in MASK_BANDS))
+    toa, temperature, valid, angles = toa_on_tile(needed, overview, options)
+    return learn_thresholds(mask_inputs(needed, toa, temperature, valid, angles, float(abs(overview.resolution.x))),
+                            options.mask.method)
+
+
+def process_tile(
+    scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions,
+    thresholds: Callable[[], SceneThresholds] | None = None,
+) -> TileResult:
     name = ProductName(scene.sensor.id, options.resolution, scene.acquired, tile.id, options.version)
     folder = out_dir.resolve() / tile.id / name.item_id
     item_path = folder / f"{name.item_id}.json"
@@ -293,7 +311,8 @@ def process_tile(scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions) -
     sun_azimuth, sun_zenith, view_azimuth, view_zenith = (
         mean_angle(a[::step, ::step][valid[::step, ::step]]) for a in angles)
     mask = compute_mask(mask_inputs(scene, toa, temperature, valid, angles, options.resolution),
-                        options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m)
+                        options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m,
+                        thresholds() if thresholds is not None else None)
     quality = mask.quality
     processing = np.where(valid, DATA, 0).astype(np.uint8)
     if registration is not None and not registration.flagged:
@@ -378,9 +397,10 @@ def run_ard(scene: Scene, out_dir: Path, options: ArdOptions, progress: Progress
         warnings.warn(f"{scene.sensor.id} has no atmospheric lookup table (build one with musyq lut build): "
                       "TOA only", stacklevel=2)
         options = replace(options, atmosphere=None)
+    thresholds = cache(lambda: scene_thresholds(scene, options))  # learnt on the first tile that needs it
     results = []
     for tile in select_tiles(scene, options.tiles):
         if progress:
             progress(tile.id)
-        results.append(process_tile(scene, tile, out_dir, options))
+        results.append(process_tile(scene, tile, out_dir, options, thresholds))
     return results
