@@ -254,3 +254,26 @@ def test_mask_command_on_a_user_raster(tmp_path: Path) -> None:
     assert not (tmp_path / "x.tif").exists()
     with pytest.raises(MissingBandError):
         compute_mask(MaskInputs({"red": np.zeros((2, 2), np.float32)}, 40, 150, 30))
+
+
+def test_tiles_of_one_scene_are_judged_alike(samples: Path, tmp_path: Path) -> None:
+    """Neighbouring MGRS tiles overlap; with thresholds learnt once per scene, their masks agree there."""
+    product = samples / "LC08_L1TP_016037_20170813_20170814_01_RT_900m"
+    result = CliRunner().invoke(app, ["ard", str(product), "--out", str(tmp_path), "--resolution", "500",
+                                      "--tile", "17SNS", "--tile", "17SNT", "--aod", "off"])
+    assert result.exit_code == 0, result.output
+    masks = {}
+    for tile in ("17SNS", "17SNT"):
+        with rasterio.open(next(tmp_path.glob(f"{tile}/*/*.MASK.tif"))) as dataset:
+            masks[tile] = (dataset.read(1), dataset.transform)
+    (south, south_transform), (north, north_transform) = masks["17SNS"], masks["17SNT"]
+    # both tiles are in UTM 17N with 100 km origins: on a 500 m grid the overlap is pixel-aligned
+    row_offset = round((north_transform.f - south_transform.f) / -south_transform.e)  # rows north sits higher
+    assert row_offset > 0 and north_transform.c == south_transform.c
+    overlap_south = south[: south.shape[0] - row_offset]
+    overlap_north = north[row_offset:][: overlap_south.shape[0]]
+    both = (overlap_south > 0) & (overlap_north > 0)
+    assert both.sum() > 1000
+    cloud_south, cloud_north = overlap_south == CLOUD, overlap_north == CLOUD
+    assert 0.05 < cloud_south[both].mean() < 0.95
+    assert (cloud_south == cloud_north)[both].mean() > 0.99
