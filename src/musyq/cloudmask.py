@@ -91,7 +91,6 @@ class SpectralTests:
     land_probability: Array
     water_probability: Array
     land_threshold: float
-    clear_land_fraction: float
 
 
 @dataclass(frozen=True)
@@ -299,8 +298,7 @@ def spectral_tests(
             clear_share < 0.03 and valid.sum() >= MIN_PIXELS_FOR_ALL_CLOUD)
     tests = SpectralTests(potential.reshape(shape), (water & valid.ravel()).reshape(shape),
                           (snow & valid.ravel()).reshape(shape), land_probability.reshape(shape),
-                          water_probability.reshape(shape), thresholds.land_threshold,
-                          float(clear_land.sum() / max(valid.sum(), 1)))
+                          water_probability.reshape(shape), thresholds.land_threshold)
     return tests, thresholds
 
 
@@ -371,8 +369,9 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings, thresholds: SceneT
                                               inputs.view_azimuth, inputs.pixel_size)
         found = cloud_shadows(cloud, dark, valid, geometry, int(round(settings.shadow_reach_m / inputs.pixel_size)))
         shadow = found.shadow
-        notes.update({"cloud_objects": found.cloud_objects, "shadows_matched": found.matched_objects,
-                      "cloud_height_m": round(found.scene_height_m, 0)})
+        notes.update({"cloud_objects": found.cloud_objects, "shadows_matched": found.matched_objects})
+        if math.isfinite(found.scene_height_m):
+            notes["cloud_height_m"] = round(found.scene_height_m, 0)
 
     cloud = _dilate(cloud, settings.cloud_buffer_m, inputs.pixel_size) & valid
     shadow = _dilate(shadow, settings.shadow_buffer_m, inputs.pixel_size) & valid & ~cloud

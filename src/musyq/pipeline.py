@@ -337,6 +337,7 @@ def process_tile(
         "musyq:cloud_shadow_percent": round(100 * mask.fraction(CLOUD_SHADOW), 2),
         "musyq:snow_percent": round(100 * mask.fraction(SNOW), 2),
         "musyq:water_percent": round(100 * mask.fraction(WATER), 2),
+        "musyq:mask_notes": mask.notes,
     }
     if registration is not None:
         properties.update(registration_properties(registration, options.coregistration))
