@@ -18,6 +18,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -93,12 +94,15 @@ class Registration:
         return Affine(a, b, c, d, e, f)
 
 
+@cache
+def _taper(rows: int, cols: int) -> Image:
+    return np.outer(np.hanning(rows), np.hanning(cols)).astype(np.float32)
+
+
 def _prepare(image: Image, valid: NDArray[np.bool_]) -> Image:
     """Fill gaps with the mean and taper the edges, so borders and holes do not correlate."""
     filled = np.where(valid, image, np.float32(image[valid].mean() if valid.any() else 0.0))
-    rows, cols = filled.shape
-    taper = np.outer(np.hanning(rows), np.hanning(cols)).astype(np.float32)
-    return np.asarray((filled - filled.mean()) * taper, dtype=np.float32)
+    return np.asarray((filled - filled.mean()) * _taper(*filled.shape), dtype=np.float32)
 
 
 def _peak_strength(reference_spectrum: NDArray[np.complex128], image_spectrum: NDArray[np.complex128]) -> float:
@@ -214,13 +218,14 @@ def tie_points(reference: Image, image: Image, window: int | None = None, precis
     for top in range(0, rows - size + 1, step):
         for left in range(0, cols - size + 1, step):
             cut = (slice(top, top + size), slice(left, left + size))
-            if valid[cut].mean() >= MIN_VALID_SHARE and np.nanstd(reference[cut]) > 0 and np.nanstd(image[cut]) > 0:
+            if valid[cut].mean() >= MIN_VALID_SHARE and np.nanmax(reference[cut]) > np.nanmin(reference[cut]) \
+                    and np.nanmax(image[cut]) > np.nanmin(image[cut]):
                 cuts.append(cut)
     if not cuts:
         return TiePoints(np.zeros((0, 2)), np.zeros((0, 2)))
     stack_reference = np.stack([_prepare(reference[c], np.isfinite(reference[c])) for c in cuts])
     stack_image = np.stack([_prepare(image[c], np.isfinite(image[c])) for c in cuts])
-    spectra_reference, spectra_image = scipy.fft.fft2(stack_reference), scipy.fft.fft2(stack_image)
+    spectra_reference, spectra_image = scipy.fft.fft2(stack_reference, workers=-1), scipy.fft.fft2(stack_image, workers=-1)
     cross = spectra_reference * np.conj(spectra_image)
     whitened = scipy.fft.ifft2(cross / np.maximum(np.abs(cross), 1e-12)).real
     strength = whitened.reshape(len(cuts), -1).max(axis=1) / np.maximum(whitened.reshape(len(cuts), -1).std(axis=1),
