@@ -99,7 +99,8 @@ def measure(command: list[str]) -> tuple[float, float]:
 
 def compare(label: str, inputs: Path, work: Path, resolution: float) -> None:
     musyq = [sys.executable, "-m", "musyq", "ard", str(inputs), "--sensor", "S2A", "--datetime", ACQUIRED,
-             "--tile", TILE, "--resolution", f"{resolution:g}", "--out", str(work / "musyq"), "--overwrite"]
+             "--tile", TILE, "--resolution", f"{resolution:g}", "--out", str(work / "musyq"), "--overwrite",
+             "--aod", "off"]  # the TOA chain (with its cloud mask); bench_atmcor.py times the correction
     floor = [sys.executable, "-c", FLOOR, str(inputs), str(work / "floor"), f"{resolution:g}", TILE]
     musyq_s, musyq_gib = measure(musyq)
     floor_s, floor_gib = measure(floor)

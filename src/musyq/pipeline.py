@@ -55,7 +55,7 @@ from musyq.scene import BandSource, Scene
 from musyq.sensors import Band
 from musyq.stac import AssetSpec, build_item, mean_angle
 from musyq.surface import AtmosphereOptions, SurfaceResult, correct_tile, load_elevation, load_prior
-from musyq.tiling import ReflectanceResampling, warp_band
+from musyq.tiling import ReflectanceResampling, read_overview, warp_band
 from musyq.toa import calibrate
 
 Progress = Callable[[str], None]
@@ -269,14 +269,34 @@ OVERVIEW_RESOLUTION = 240.0  # metres: enough pixels for the scene's statistics,
 MASK_BANDS = ("blue", "green", "red", "nir", "nir08", "swir16", "swir22", "cirrus", "lwir11", "lwir")
 
 
+def overview_toa(
+    scene: Scene, resolution: float,
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.bool_], NDArray[np.float32], float]:
+    """TOA, brightness temperature, valid data and angles of the whole scene at about ``resolution`` metres,
+    on the first band's own grid, read decimated; and the pixel size."""
+    native = scene.native_geobox(scene.bands[0].band.id)
+    factor = max(int(round(resolution / abs(native.resolution.x))), 1)
+    rows, cols = (-(-n // factor) for n in native.shape.yx)
+    geobox = GeoBox((rows, cols), native.affine * Affine.scale(native.shape.x / cols, native.shape.y / rows),
+                    native.crs)
+    angles = scene.angles.on(geobox)
+
+    def load(source: BandSource) -> NDArray[np.float32]:
+        dn = read_overview(source, (rows, cols))
+        return np.asarray(calibrate(dn, source.calibration, angles.sun_zenith, scene.earth_sun_distance),
+                          dtype=np.float32)
+
+    toa = np.stack([load(s) for s in scene.reflective_sources])
+    temperature = np.stack([load(s) for s in scene.thermal_sources]) if scene.thermal_sources else None
+    valid = np.asarray(np.isfinite(toa).all(axis=0))
+    return toa, temperature, valid, angles.values, float(abs(geobox.resolution.x))
+
+
 def scene_thresholds(scene: Scene, options: ArdOptions) -> SceneThresholds:
     """Cloud-test thresholds learnt once from an overview of the whole scene, for all its tiles alike."""
-    footprint = scene.footprint.to_crs(scene.crs)
-    overview = GeoBox.from_geopolygon(footprint, resolution=max(options.resolution, OVERVIEW_RESOLUTION))
     needed = replace(scene, bands=tuple(s for s in scene.bands if s.band.common_name in MASK_BANDS))
-    toa, temperature, valid, angles = toa_on_tile(needed, overview, options)
-    return learn_thresholds(mask_inputs(needed, toa, temperature, valid, angles, float(abs(overview.resolution.x))),
-                            options.mask.method)
+    toa, temperature, valid, angles, pixel_size = overview_toa(needed, max(options.resolution, OVERVIEW_RESOLUTION))
+    return learn_thresholds(mask_inputs(needed, toa, temperature, valid, angles, pixel_size), options.mask.method)
 
 
 def process_tile(

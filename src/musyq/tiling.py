@@ -162,3 +162,20 @@ def warp_band(
     except rasterio.RasterioIOError as exc:
         raise InputError(source.path, f"cannot read band {source.band.id}: {_root_cause(exc)}") from exc
     return destination
+
+
+def read_overview(source: BandSource, shape: tuple[int, int]) -> NDArray[np.float32]:
+    """The band's DN averaged down to ``shape`` over its own full extent, NaN where it has no data.
+
+    A decimated read, so GDAL decodes JPEG 2000 at a reduced resolution level and uses GeoTIFF
+    overviews where there are any: a scene overview costs a fraction of a full read.
+    """
+    try:
+        with rasterio.open(source.path) as dataset:
+            values = dataset.read(source.index, out_shape=shape, resampling=Resampling.average).astype(np.float32)
+    except rasterio.RasterioIOError as exc:
+        raise InputError(source.path, f"cannot read band {source.band.id}: {_root_cause(exc)}") from exc
+    if source.nodata is not None:
+        values[values == np.float32(source.nodata)] = np.nan
+    return np.asarray(values, dtype=np.float32)
+
