@@ -266,6 +266,7 @@ def mask_inputs(
 
 
 OVERVIEW_RESOLUTION = 240.0  # metres: enough pixels for the scene's statistics, cheap to read
+WHOLE_SCENE = 0.9  # share of a scene's footprint a tile must hold to learn the thresholds from itself
 MASK_BANDS = ("blue", "green", "red", "nir", "nir08", "swir16", "swir22", "cirrus", "lwir11", "lwir")
 
 
@@ -330,9 +331,12 @@ def process_tile(
     step = 4 if valid[::4, ::4].any() else 1  # scene means need no more than every 4th pixel
     sun_azimuth, sun_zenith, view_azimuth, view_zenith = (
         mean_angle(a[::step, ::step][valid[::step, ::step]]) for a in angles)
+    # a tile holding (nearly) the whole scene, as a Sentinel-2 granule does, learns the same thresholds
+    # from itself as from an overview; only tiles holding part of a scene need the overview
+    covered = float(valid.sum()) * options.resolution**2 / scene.footprint.to_crs(scene.crs).area
+    learnt = thresholds() if thresholds is not None and covered < WHOLE_SCENE else None
     mask = compute_mask(mask_inputs(scene, toa, temperature, valid, angles, options.resolution),
-                        options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m,
-                        thresholds() if thresholds is not None else None)
+                        options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m, learnt)
     quality = mask.quality
     processing = np.where(valid, DATA, 0).astype(np.uint8)
     if registration is not None and not registration.flagged:
