@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
+from rasterio.errors import NotGeoreferencedWarning
 from rich.console import Console
 
 from musyq.cloudmask import MaskMethod
@@ -117,5 +118,7 @@ def user_errors() -> Iterator[None]:
             raise typer.Exit(1) from None
         finally:
             for warning in caught:
-                if issubclass(warning.category, UserWarning):
+                # rasterio warns about the in-memory arrays it warps into, which carry no georeference
+                if issubclass(warning.category, UserWarning) and not issubclass(warning.category,
+                                                                               NotGeoreferencedWarning):
                     console.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
