@@ -1,6 +1,8 @@
-"""The ARD driver: read a Level-1 scene, and for every tile it touches produce TOA, angle and quality layers.
+"""The ARD driver: read a Level-1 scene, and for every tile it touches produce reflectance, angle and quality layers.
 
-Reads like the recipe: ``open_scene -> tiles_touching -> (warp -> calibrate -> quality) per tile -> write``.
+Reads like the recipe: ``open_scene -> tiles_touching ->`` per tile ``warp -> calibrate -> co-register ->
+mask clouds -> correct the atmosphere -> normalize the BRDF -> adjust the bandpasses -> write``; the quality
+layer's second band collects a flag from every stage that acted.
 """
 
 from __future__ import annotations
