@@ -141,7 +141,8 @@ def fit_pair(source: Sensor, target: Sensor, wavelength_nm: Array, spectra: Arra
         if published is not None and band.id in published:
             (slope, offset), origin = published[band.id], HLS_SOURCE
         else:
-            (slope, offset), origin = np.polyfit(x[~held_out], y[~held_out], 1), "musyq fit (PROSAIL canopies and soils)"
+            slope, offset = np.polyfit(x[~held_out], y[~held_out], 1)
+            origin = "musyq fit (PROSAIL canopies and soils)"
         fitted = slope * x + offset
         residual = y[~held_out] - fitted[~held_out]
         r2 = 1 - np.mean(residual**2) / y[~held_out].var()

@@ -275,7 +275,8 @@ def spectral_tests(
     clear_water = valid.ravel() & ~potential & water
     mode = 0 if celsius is not None else 1 if settings.use_hot_probability else 2
     if thresholds is not None:
-        low, high, water_temperature = thresholds.brightness_low, thresholds.brightness_high, thresholds.water_temperature
+        low, high = thresholds.brightness_low, thresholds.brightness_high
+        water_temperature = thresholds.water_temperature
     elif mode == 0:
         low = _percentile(flat(celsius), clear_land, 17.5, 0.0)
         high = _percentile(flat(celsius), clear_land, 82.5, 30.0)

@@ -38,6 +38,7 @@ from musyq.errors import InputError, MusyqError
 from musyq.grid import crs_wkt
 
 Image = NDArray[np.float32]
+Array = NDArray[np.float64]
 UPSAMPLE = 100  # offsets to 1/100 pixel
 TIE_UPSAMPLE = 20  # tie points only judge the fit and find outliers: 1/20 pixel is enough
 WINDOW = 128  # tie-point window, pixels
@@ -179,7 +180,7 @@ def _parabolic_peaks(surfaces: NDArray[np.float64]) -> NDArray[np.float64]:
     peak_row, peak_col = np.divmod(flat, cols)
     k = np.arange(count)
 
-    def refine(before: NDArray[np.float64], centre: NDArray[np.float64], after: NDArray[np.float64]) -> NDArray[np.float64]:
+    def refine(before: Array, centre: Array, after: Array) -> Array:
         curvature = before - 2 * centre + after
         with np.errstate(divide="ignore", invalid="ignore"):
             step = np.where(curvature < 0, 0.5 * (before - after) / curvature, 0.0)
@@ -225,7 +226,8 @@ def tie_points(reference: Image, image: Image, window: int | None = None, precis
         return TiePoints(np.zeros((0, 2)), np.zeros((0, 2)))
     stack_reference = np.stack([_prepare(reference[c], np.isfinite(reference[c])) for c in cuts])
     stack_image = np.stack([_prepare(image[c], np.isfinite(image[c])) for c in cuts])
-    spectra_reference, spectra_image = scipy.fft.fft2(stack_reference, workers=-1), scipy.fft.fft2(stack_image, workers=-1)
+    spectra_reference = scipy.fft.fft2(stack_reference, workers=-1)
+    spectra_image = scipy.fft.fft2(stack_image, workers=-1)
     cross = spectra_reference * np.conj(spectra_image)
     whitened = scipy.fft.ifft2(cross / np.maximum(np.abs(cross), 1e-12)).real
     strength = whitened.reshape(len(cuts), -1).max(axis=1) / np.maximum(whitened.reshape(len(cuts), -1).std(axis=1),

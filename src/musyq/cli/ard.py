@@ -41,7 +41,15 @@ from musyq.cli.options import (
     user_errors,
 )
 from musyq.cloudmask import MaskMethod
-from musyq.pipeline import ArdOptions, CoregistrationOptions, MaskOptions, NbarOptions, TileResult, run_ard, select_tiles
+from musyq.pipeline import (
+    ArdOptions,
+    CoregistrationOptions,
+    MaskOptions,
+    NbarOptions,
+    TileResult,
+    run_ard,
+    select_tiles,
+)
 from musyq.readers import open_scene
 from musyq.stac import update_collection
 from musyq.tiling import ReflectanceResampling
