@@ -46,6 +46,8 @@ MIN_VALID_SHARE = 0.9  # a window needs this much data in both images
 SHARP_PEAK = 30.0  # phase-correlation peak strength of images that look alike
 MIN_PEAK_STRENGTH = 10.0  # correlation peak over the surface's standard deviation for a tie point (noise: about 4)
 RANSAC_THRESHOLD = 0.5  # pixels
+MAX_GLOBAL = 2048  # the global offset comes from at most the central 2048 x 2048 pixels
+MAX_WINDOWS = 12  # tie windows per axis at most
 DEFAULT_MAX_RMSE = 0.8
 
 
@@ -195,6 +197,13 @@ def _parabolic_peaks(surfaces: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.stack([dy, dx], axis=1)
 
 
+def central_window(shape: tuple[int, ...], size: int) -> tuple[slice, slice]:
+    """The middle ``size`` x ``size`` pixels (or all of a smaller image): memory and time stay bounded."""
+    rows, cols = shape[0], shape[1]
+    top, left = max((rows - size) // 2, 0), max((cols - size) // 2, 0)
+    return slice(top, top + min(size, rows)), slice(left, left + min(size, cols))
+
+
 def window_size(shape: tuple[int, int]) -> int:
     """The largest of 128, 64 and 32 pixels that fits two half-overlapping windows along the short side."""
     for size in (WINDOW, WINDOW // 2, WINDOW // 4):
@@ -214,7 +223,8 @@ def tie_points(reference: Image, image: Image, window: int | None = None, precis
     valid = np.isfinite(reference) & np.isfinite(image)
     rows, cols = image.shape
     size = min(window or window_size((rows, cols)), rows, cols)
-    step = max(size // 2, 1)
+    # half-overlapping windows, spread out further on large images so there are at most MAX_WINDOWS per axis
+    step = max(size // 2, (rows - size) // MAX_WINDOWS + 1, (cols - size) // MAX_WINDOWS + 1, 1)
     cuts = []
     for top in range(0, rows - size + 1, step):
         for left in range(0, cols - size + 1, step):
@@ -278,7 +288,8 @@ def register(reference: Image, image: Image, pixel_size: tuple[float, float], mo
         offset_x, offset_y = (centre - fitted(centre))[0]
         inlier_count = int(inliers.sum())
     else:
-        offset_x, offset_y, _ = phase_offset(reference, image)
+        middle = central_window(image.shape, MAX_GLOBAL)
+        offset_x, offset_y, _ = phase_offset(reference[middle], image[middle])
         # windows that disagree by more than the RANSAC threshold (cloud, change) do not count in the RMSE
         agree = np.hypot(*(points.offsets - np.array([offset_x, offset_y])).T) <= RANSAC_THRESHOLD
         if points.count and not agree.any():
