@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from . import sixs
 from .atmcor import Atmosphere, coefficients, surface_reflectance
-from .lut import load_table
+from .lut import BandTable, load_table, path_transmittance
 from .sensors import spectral_response
 
 Array = NDArray[np.float64]
@@ -79,21 +79,44 @@ def random_cases(
     return pairs
 
 
+def vapour_above_target(table: BandTable, band: str, case: sixs.Case, result: sixs.Result) -> float:
+    """The vapour column musyq should be given for a 6S case above sea level.
+
+    6S takes the vapour as a sea-level column and removes what lies below the target; musyq takes
+    the column above the target. The equivalent is the column whose water-vapour transmittance, on
+    the case's two-way path at sea level, is the one 6S computed above the target.
+    """
+    if case.elevation_km <= 0:
+        return case.water_vapour
+    target = result.gas_transmittance["water"][2]
+    air_mass = 1 / np.cos(np.radians(case.sun_zenith)) + 1 / np.cos(np.radians(case.view_zenith))
+    curve = table.gas_water[table.index(band)]
+    low, high = 0.0, case.water_vapour
+    for _ in range(40):  # transmittance falls with the column: bisect
+        middle = 0.5 * (low + high)
+        if float(path_transmittance(curve, middle * air_mass)) > target:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
+
+
 def round_trip(
     sensor_id: str, count: int, seed: int = 1, workers: int = 2, max_elevation_km: float = 0.0,
     bands: tuple[str, ...] | None = None,
 ) -> RoundTrip:
     """Simulate ``count`` random cases with 6S and invert each with the packaged table.
 
-    Above sea level 6S takes the vapour as a sea-level column and removes what lies below the
-    target, where musyq takes the column above the target: compare there on bands free of vapour.
+    Above sea level musyq is given the vapour column above the target that matches 6S's
+    (``vapour_above_target``).
     """
     pairs = random_cases(sensor_id, count, seed, max_elevation_km, bands)
     results = sixs.run_many([case for _, case in pairs], workers)
     table = load_table(sensor_id)
     retrieved = []
     for (band, case), result in zip(pairs, results, strict=True):
-        atmosphere = Atmosphere(case.aot550, case.water_vapour, case.ozone, case.aerosol_model, case.elevation_km)
+        vapour = vapour_above_target(table, band, case, result)
+        atmosphere = Atmosphere(case.aot550, vapour, case.ozone, case.aerosol_model, case.elevation_km)
         coef = coefficients(table, band, atmosphere, case.sun_zenith, case.view_zenith, case.relative_azimuth)
         retrieved.append(float(surface_reflectance(result.apparent_reflectance, coef)))
     return RoundTrip(
