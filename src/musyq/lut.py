@@ -55,8 +55,8 @@ MIXED_GASES = ("co2", "oxyg", "no2", "ch4", "co")
 # the sea-level one does at l * p**(-1/RAYLEIGH_EXPONENT), since its optical depth goes as p * l**-4.08
 # and its phase function does not depend on wavelength. The aerosol-free slice of the table read at
 # those wavelengths gives the molecular path reflectance at altitude without further 6S runs.
-PRESSURE_RATIO = (1.0, 0.85, 0.7, 0.55)
-ELEVATION_KM = (2.0, 4.0)  # heights with their own diffuse transmittance and spherical albedo
+PRESSURE_RATIO = (1.0, 0.85, 0.7, 0.55, 0.45)
+ELEVATION_KM = (2.0, 4.0, 6.0)  # heights with their own diffuse transmittance and spherical albedo
 RAYLEIGH_EXPONENT = 4.08
 NO_SURFACE_BANDS = frozenset({"wv", "cirrus"})  # absorption bands: no surface reflectance
 

@@ -37,6 +37,7 @@ Array = NDArray[np.float64]
 DEFAULT_AOT = 0.2
 DEFAULT_WATER_VAPOUR = 1.5
 DEFAULT_OZONE = 0.3
+MAX_ELEVATION_M = 6500.0  # the tables hold 6S runs for targets up to 6 km (pressure ratio 0.45)
 BLOCK_METRES = 6000.0
 COEFFICIENT_STEP = 16  # pixels between coarse coefficient nodes
 
@@ -60,8 +61,8 @@ class AtmosphereOptions:
             raise MusyqError(f"AOD {self.aot550} is outside the tables (0 to 1.5)")
         if self.water_vapour is not None and not 0.0 <= self.water_vapour <= 8.0:
             raise MusyqError(f"water vapour {self.water_vapour} g/cm2 is outside 0 to 8")
-        if not -500.0 <= self.elevation_m <= 4500.0:
-            raise MusyqError(f"elevation {self.elevation_m} m is outside -500 to 4500")
+        if not -500.0 <= self.elevation_m <= MAX_ELEVATION_M:
+            raise MusyqError(f"elevation {self.elevation_m} m is outside -500 to {MAX_ELEVATION_M:g}")
         if not 0.0 <= self.ozone <= 1.0:
             raise MusyqError(f"ozone {self.ozone} cm-atm is outside 0 to 1")
 
@@ -96,14 +97,14 @@ def _channels(bands: tuple[Band, ...], toa: NDArray[np.float32], names: tuple[st
 
 
 def _block_heights(elevation: NDArray[np.float32] | None, blocks: Blocks, default_m: float) -> Array:
-    """Mean terrain height per block in km (the table covers sea level to 4.5 km)."""
+    """Mean terrain height per block in km (the table covers sea level to 6.5 km)."""
     if elevation is None:
-        return np.full(blocks.grid, np.clip(default_m / 1000.0, 0.0, 4.5))
+        return np.full(blocks.grid, np.clip(default_m / 1000.0, 0.0, MAX_ELEVATION_M / 1000.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # blocks without DEM data
         heights = np.nanmean(blocks.split(elevation), axis=-1) / 1000.0
     heights[~np.isfinite(heights)] = default_m / 1000.0
-    return np.asarray(np.clip(heights, 0.0, 4.5), dtype=np.float64)
+    return np.asarray(np.clip(heights, 0.0, MAX_ELEVATION_M / 1000.0), dtype=np.float64)
 
 
 def _water_vapour(
