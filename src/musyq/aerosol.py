@@ -145,7 +145,7 @@ def _masked_mean(values: NDArray[Any], where: NDArray[np.bool_]) -> Array:
         return np.asarray(np.where(count > 0, total / count, np.nan), dtype=np.float64)
 
 
-def _masked_median(values: NDArray[Any], where: NDArray[np.bool_]) -> Array:
+def masked_median(values: NDArray[Any], where: NDArray[np.bool_]) -> Array:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # blocks with nothing usable
         return np.asarray(np.nanmedian(np.where(where, values, np.nan), axis=-1), dtype=np.float64)
@@ -226,8 +226,8 @@ def prior_surface_aot(
         usable = (blocks.split(valid).astype(bool) & np.isfinite(surface_prior["blue"]) & np.isfinite(surface_prior["red"])
                   & (surface_prior["blue"] > 0.0) & (surface_prior["blue"] < 0.12) & (toa["blue"] < 0.3))
     retrieved = blocks.enough(usable.sum(axis=-1))
-    medians = {f"toa_{n}": _masked_median(toa[n], usable) for n in names}
-    medians.update({f"prior_{n}": _masked_median(surface_prior[n], usable) for n in names})
+    medians = {f"toa_{n}": masked_median(toa[n], usable) for n in names}
+    medians.update({f"prior_{n}": masked_median(surface_prior[n], usable) for n in names})
     values = np.full(retrieved.shape, np.nan)
     if retrieved.any():
         estimates = [medians[f"prior_{n}"][retrieved][:, None] for n in names]
@@ -246,8 +246,8 @@ def water_vapour_from_band(
     retrieved = blocks.enough(inside.sum(axis=-1))
     values = np.full(retrieved.shape, np.nan)
     if retrieved.any():
-        toa_absorbing = _masked_median(absorbing, inside)[retrieved]
-        toa_window = _masked_median(window, inside)[retrieved]
+        toa_absorbing = masked_median(absorbing, inside)[retrieved]
+        toa_window = masked_median(window, inside)[retrieved]
         window_coef, absorbing_coef = (state.coefficients(table, channels[name].band, retrieved, aot,
                                                           VAPOUR_CANDIDATES[None, :]) for name in ("nir08", "wv"))
         surface = surface_reflectance(toa_window[:, None], window_coef)

@@ -83,14 +83,13 @@ class MaskSettings:
 
 @dataclass(frozen=True)
 class SpectralTests:
-    """Per-pixel outcomes of the spectral tests and the scene's cloud-probability threshold."""
+    """Per-pixel outcomes of the spectral tests."""
 
     potential_cloud: Mask
     water: Mask
     snow: Mask
     land_probability: Array
     water_probability: Array
-    land_threshold: float
 
 
 @dataclass(frozen=True)
@@ -299,7 +298,7 @@ def spectral_tests(
             clear_share < 0.03 and valid.sum() >= MIN_PIXELS_FOR_ALL_CLOUD)
     tests = SpectralTests(potential.reshape(shape), (water & valid.ravel()).reshape(shape),
                           (snow & valid.ravel()).reshape(shape), land_probability.reshape(shape),
-                          water_probability.reshape(shape), thresholds.land_threshold)
+                          water_probability.reshape(shape))
     return tests, thresholds
 
 
@@ -353,14 +352,14 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings, thresholds: SceneT
     tests, learnt = spectral_tests(inputs, settings, valid, thresholds)
     potential, water = tests.potential_cloud, tests.water
 
-    cloud = potential & ((~water & (tests.land_probability > tests.land_threshold))
+    cloud = potential & ((~water & (tests.land_probability > learnt.land_threshold))
                          | (water & (tests.water_probability > 0.5)))
     if learnt.all_potential_is_cloud:
         cloud = potential.copy()  # a scene without clear land to set the threshold from (Fmask)
     cloud = _remove_small(cloud, int(round(settings.min_cloud_area_m2 / inputs.pixel_size**2)))
     neighbours = ndimage.convolve(cloud.astype(np.uint8), np.ones((3, 3), dtype=np.uint8), mode="constant")
     cloud |= (neighbours >= 5) & valid
-    notes: dict[str, float | str] = {"land_threshold": round(tests.land_threshold, 4)}
+    notes: dict[str, float | str] = {"land_threshold": round(learnt.land_threshold, 4)}
 
     shadow = np.zeros_like(cloud)
     if cloud.any():
@@ -383,7 +382,7 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings, thresholds: SceneT
     quality[cloud] = CLOUD
     quality[~valid] = FILL
     probability = cloud_probability(tests.land_probability, tests.water_probability, water, potential,
-                                    tests.land_threshold)
+                                    learnt.land_threshold)
     percent = np.where(valid, np.rint(probability), 0).astype(np.uint8)
     return MaskResult(quality, percent, notes)
 

@@ -310,21 +310,41 @@ def register(reference: Image, image: Image, pixel_size: tuple[float, float], mo
         flagged=flagged, notes=notes)
 
 
+def band_aliases(band: str) -> tuple[str, ...]:
+    """Names a band may go by: a broad ``nir`` and a narrow ``nir08`` stand for each other."""
+    return {"nir": ("nir", "nir08"), "nir08": ("nir08", "nir")}.get(band, (band,))
+
+
 def _band_index(dataset: rasterio.DatasetReader, band: str, path: Path) -> int:
-    """1-based index of the band named ``band`` (a description or a number)."""
+    """1-based index of the band named ``band`` (a description or a number); a single band is taken as it."""
     if band.isdigit():
         index = int(band)
         if not 1 <= index <= dataset.count:
             raise InputError(path, f"has {dataset.count} band(s), no band {index}")
         return index
     names = [(d or "").strip().lower() for d in dataset.descriptions]
-    aliases = {"nir": ("nir", "nir08"), "nir08": ("nir08", "nir")}.get(band, (band,))
-    for alias in aliases:
+    for alias in band_aliases(band):
         if alias in names:
             return names.index(alias) + 1
     if dataset.count == 1:
         return 1
     raise InputError(path, f"no band described as {band!r} (descriptions: {names}); give --band NUMBER")
+
+
+def load_reference_band(path: Path, geobox: GeoBox, band: str) -> Image:
+    """Band ``band`` of ``path`` resampled onto ``geobox`` (cubic from a coarser raster, else averaged)."""
+    try:
+        with rasterio.open(path) as source:
+            index = _band_index(source, band, path)
+            coarser = abs(source.transform.a) > 1.5 * abs(geobox.resolution.x)
+            values = np.full(geobox.shape.yx, np.nan, dtype=np.float32)
+            reproject(rasterio.band(source, index), values, dst_transform=geobox.affine, dst_crs=crs_wkt(geobox),
+                      dst_nodata=np.nan, resampling=Resampling.cubic if coarser else Resampling.average)
+    except rasterio.RasterioIOError as exc:
+        raise InputError(path, f"cannot read the reference: {exc}") from None
+    if not np.isfinite(values).any():
+        raise InputError(path, "does not overlap the image")
+    return values
 
 
 def read_pair(image_path: Path, reference_path: Path, band: str) -> tuple[Image, Image, rasterio.profiles.Profile]:
@@ -336,38 +356,10 @@ def read_pair(image_path: Path, reference_path: Path, band: str) -> tuple[Image,
             profile = dataset.profile
             if dataset.crs is None:
                 raise InputError(image_path, "has no coordinate reference system")
-        with rasterio.open(reference_path) as source:
-            ref_index = _band_index(source, band, reference_path)
-            reference = np.full(image.shape, np.nan, dtype=np.float32)
-            coarser = abs(source.transform.a) > 1.5 * abs(profile["transform"].a)
-            reproject(rasterio.band(source, ref_index), reference, dst_transform=profile["transform"],
-                      dst_crs=profile["crs"], dst_nodata=np.nan,
-                      resampling=Resampling.cubic if coarser else Resampling.average)
+            geobox = GeoBox((dataset.height, dataset.width), dataset.transform, dataset.crs)
     except rasterio.RasterioIOError as exc:
-        raise InputError(getattr(exc, "filename", None) or image_path, f"not a readable raster ({exc})") from None
-    if not np.isfinite(reference).any():
-        raise InputError(reference_path, f"does not overlap {image_path.name}")
-    return image, reference, profile
-
-
-def load_reference_band(path: Path, geobox: GeoBox, names: tuple[str, ...]) -> Image:
-    """The first band of ``path`` described by one of ``names`` (or its only band) resampled onto ``geobox``."""
-    try:
-        with rasterio.open(path) as source:
-            descriptions = [(d or "").strip().lower() for d in source.descriptions]
-            found = [descriptions.index(n) for n in names if n in descriptions]
-            if not found and source.count > 1:
-                raise InputError(path, f"no band described as {' or '.join(names)} (descriptions: {descriptions})")
-            index = found[0] if found else 0
-            coarser = abs(source.transform.a) > 1.5 * abs(geobox.resolution.x)
-            values = np.full(geobox.shape.yx, np.nan, dtype=np.float32)
-            reproject(rasterio.band(source, index + 1), values, dst_transform=geobox.affine, dst_crs=crs_wkt(geobox),
-                      dst_nodata=np.nan, resampling=Resampling.cubic if coarser else Resampling.average)
-    except rasterio.RasterioIOError as exc:
-        raise InputError(path, f"cannot read the co-registration reference: {exc}") from None
-    if not np.isfinite(values).any():
-        raise InputError(path, "does not overlap the tile")
-    return values
+        raise InputError(image_path, f"not a readable raster ({exc})") from None
+    return image, load_reference_band(reference_path, geobox, band), profile
 
 
 def apply(image_path: Path, registration: Registration, out: Path, resampling: Resampling = Resampling.cubic) -> Path:

@@ -24,7 +24,14 @@ from odc.geo.geobox import GeoBox
 from musyq.bandpass import adjust, coefficients
 from musyq.brdf import KernelGrids, load_brdf_parameters, nbar_sun_zenith, normalize_band
 from musyq.cloudmask import MaskInputs, MaskMethod, SceneThresholds, compute_mask, learn_thresholds
-from musyq.coregister import DEFAULT_MAX_RMSE, Mode, Registration, load_reference_band, register
+from musyq.coregister import (
+    DEFAULT_MAX_RMSE,
+    Mode,
+    Registration,
+    band_aliases,
+    load_reference_band,
+    register,
+)
 from musyq.errors import GridError, MissingBandError
 from musyq.grid import Tile, crs_wkt, get_tile, tiles_touching
 from musyq.lut import has_table, load_table
@@ -199,12 +206,11 @@ def coregister_tile(scene: Scene, geobox: GeoBox, toa: NDArray[np.float32], opti
     settings = options.coregistration
     assert settings.reference is not None
     names = [s.band.common_name for s in scene.reflective_sources]
-    wanted = {"nir": ("nir", "nir08"), "nir08": ("nir08", "nir")}.get(settings.band, (settings.band,))
-    matches = [n for n in wanted if n in names]
+    matches = [n for n in band_aliases(settings.band) if n in names]
     if not matches:
         raise MissingBandError(scene.product_path, f"co-registration needs a {settings.band} band; the scene has "
                                f"{', '.join(names)}")
-    reference = load_reference_band(settings.reference, geobox, wanted)
+    reference = load_reference_band(settings.reference, geobox, settings.band)
     image = toa[names.index(matches[0])]
     return register(reference, image, (options.resolution, options.resolution), Mode.global_, settings.max_rmse)
 
@@ -330,15 +336,13 @@ def process_tile(
 
     reflective = [s.band for s in scene.reflective_sources]
     thermal = [s.band for s in scene.thermal_sources]
-    step = 4 if valid[::4, ::4].any() else 1  # scene means need no more than every 4th pixel
-    sun_azimuth, sun_zenith, view_azimuth, view_zenith = (
-        mean_angle(a[::step, ::step][valid[::step, ::step]]) for a in angles)
+    inputs = mask_inputs(scene, toa, temperature, valid, angles, options.resolution)
+    sun_zenith = inputs.sun_zenith
     # a tile holding (nearly) the whole scene, as a Sentinel-2 granule does, learns the same thresholds
     # from itself as from an overview; only tiles holding part of a scene need the overview
     covered = float(valid.sum()) * options.resolution**2 / scene.footprint.to_crs(scene.crs).area
     learnt = thresholds() if thresholds is not None and covered < WHOLE_SCENE else None
-    mask = compute_mask(mask_inputs(scene, toa, temperature, valid, angles, options.resolution),
-                        options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m, learnt)
+    mask = compute_mask(inputs, options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m, learnt)
     quality = mask.quality
     processing = np.where(valid, DATA, 0).astype(np.uint8)
     if registration is not None and not registration.flagged:
@@ -408,7 +412,8 @@ def process_tile(
     files = [write_cog(spec.href, layer, geobox, tags, window) for layer, spec in layers]
     item = build_item(
         name.item_id, scene.sensor, scene.acquired, tile.id, geobox, [spec for _, spec in layers],
-        sun_azimuth, sun_zenith, view_zenith, view_azimuth, fill_percent=100 * (1 - valid_fraction),
+        inputs.sun_azimuth, sun_zenith, inputs.view_zenith, inputs.view_azimuth,
+        fill_percent=100 * (1 - valid_fraction),
         properties=properties,
     )
     item.set_self_href(str(item_path))

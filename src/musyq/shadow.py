@@ -22,7 +22,7 @@ from numba import njit, prange
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from musyq.aerosol import Blocks, _masked_median, fill_and_smooth
+from musyq.aerosol import Blocks, fill_and_smooth, masked_median
 
 MIN_HEIGHT_M, MAX_HEIGHT_M = 200.0, 12_000.0
 MIN_SIMILARITY = 0.3
@@ -66,8 +66,9 @@ def clear_background(band: NDArray[np.float32], clear: Mask, pixel_size: float) 
     """The clear-sky median of ``band`` around every pixel, from blocks of about 3 km."""
     size = max(int(BACKGROUND_BLOCK_M / pixel_size), 8)
     blocks = Blocks(size, (band.shape[0], band.shape[1]))
-    medians = _masked_median(blocks.split(band), blocks.split(clear))
-    enough = blocks.split(clear).sum(axis=-1) >= size * size // 10
+    clear_blocks = blocks.split(clear)
+    medians = masked_median(blocks.split(band), clear_blocks)
+    enough = clear_blocks.sum(axis=-1) >= size * size // 10
     if not enough.any():
         values = band[clear] if clear.any() else band[np.isfinite(band)]
         return np.full(band.shape, np.median(values) if values.size else 0.0, dtype=np.float32)
@@ -189,13 +190,16 @@ def required_overlap(dark: Mask, labels: NDArray[np.int32]) -> float:
 
 
 def scene_height(objects: CloudObjects, dark: Mask, valid: Mask, geometry: ShadowGeometry,
-                 heights: NDArray[np.float64]) -> float:
-    """The height at which all clouds, moved together, best cover dark pixels (NaN if nowhere above 0.3)."""
+                 heights: NDArray[np.float64], required: float) -> float:
+    """The height at which all clouds, moved together, best cover dark pixels (NaN if nowhere above ``required``,
+    or if there are too few cloud pixels to tell)."""
     stride = max(objects.sample_rows.size // 50_000, 1)
     rows, cols = objects.sample_rows[::stride], objects.sample_cols[::stride]
+    if rows.size < MIN_LAYER_PIXELS or heights.size == 0:
+        return math.nan
     overlap = _overlap(rows, cols, np.array([0, rows.size], dtype=np.int64), np.zeros(1, dtype=np.int32),
                        objects.labels, ~valid, dark, geometry.row_per_metre, geometry.col_per_metre, heights)[0]
-    if rows.size < MIN_LAYER_PIXELS or overlap.size == 0 or overlap.max() < required_overlap(dark, objects.labels):
+    if overlap.max() < required:
         return math.nan
     return float(heights[int(np.argmax(overlap))])
 
@@ -208,8 +212,8 @@ def cloud_shadows(
     objects = CloudObjects.label(cloud)
     if objects.count == 0:
         return ShadowResult(np.zeros_like(cloud), math.nan, 0, 0)
-    all_heights = geometry.heights(min_height, max_height)
-    height = scene_height(objects, dark & ~cloud, valid, geometry, all_heights)
+    required = required_overlap(dark, objects.labels)
+    height = scene_height(objects, dark & ~cloud, valid, geometry, geometry.heights(min_height, max_height), required)
     if math.isfinite(height):
         lowest = max(height / SCENE_HEIGHT_SPREAD, min_height)
         highest = min(height * SCENE_HEIGHT_SPREAD, max_height)
@@ -221,7 +225,7 @@ def cloud_shadows(
                           cloud | ~valid, dark, geometry.row_per_metre, geometry.col_per_metre, search)
     best = search[np.argmax(similarity, axis=1)]
     sizes = np.diff(objects.starts)
-    matched = (similarity.max(axis=1) > required_overlap(dark, objects.labels)) & (sizes >= MIN_OBJECT_PIXELS)
+    matched = (similarity.max(axis=1) > required) & (sizes >= MIN_OBJECT_PIXELS)
     low = np.where(matched, np.maximum(best / OBJECT_HEIGHT_SPREAD, lowest), lowest)
     high = np.where(matched, np.minimum(best * OBJECT_HEIGHT_SPREAD, highest), highest)
     if not math.isfinite(height):
