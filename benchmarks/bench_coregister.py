@@ -4,14 +4,17 @@ Pairs (real Sentinel-2 and Landsat 8 data of tile 31UFS bundled with the tests, 
 
 * same sensor: Sentinel-2 B08 against itself moved by known sub-pixel amounts (Fourier shift);
 * across sensors: Sentinel-2 B04 (2019-04-11) against Landsat 8 B04 (2020-06-13, 30 m resampled to
-  10 m by the provider) moved by the same amounts; the error is the change of the estimate against the
-  unmoved pair, whose true offset is not known.
+  10 m by the provider) moved by the same amounts, by Fourier shift and by cubic resampling (which
+  also smooths); the error is the change of the estimate against the unmoved pair, whose true offset
+  is not known;
+* optionally (``--large PATH``) a large single-band image against itself moved by Fourier shift, where
+  arosics correlates one 256 px window and musyq the central 1024 px and a grid of tie windows.
 
 arosics needs GDAL's Python bindings, so it runs in its own Python (``--arosics-python``, a virtual
 environment with ``pip install arosics gdal==<libgdal version>``) on GeoTIFFs written here; both tools
 get the same files and a global shift (arosics ``COREG``, 256 px window).
 
-    python benchmarks/bench_coregister.py --arosics-python /path/to/venv/bin/python
+    python benchmarks/bench_coregister.py --arosics-python /path/to/venv/bin/python [--large B08.jp2]
 """
 
 from __future__ import annotations
@@ -50,11 +53,11 @@ print(json.dumps(out))
 """
 
 
-def read(name: str) -> tuple[np.ndarray, dict]:
-    with rasterio.open(DATA / f"ref_input_{name}.tif") as dataset:
+def read(path: Path) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as dataset:
         values = dataset.read(1).astype(np.float32)
         profile = dataset.profile
-    return np.where(values == 65535, np.nan, values / 10000).astype(np.float32), profile
+    return np.where((values == 65535) | (values == 0), np.nan, values / 10000).astype(np.float32), profile
 
 
 def write(path: Path, values: np.ndarray, profile: dict) -> Path:
@@ -67,8 +70,10 @@ def write(path: Path, values: np.ndarray, profile: dict) -> Path:
     return path
 
 
-def moved(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+def moved(image: np.ndarray, dx: float, dy: float, how: str) -> np.ndarray:
     filled = np.nan_to_num(image, nan=float(np.nanmean(image)))
+    if how == "cubic":
+        return ndimage.shift(filled, (dy, dx), order=3, mode="nearest").astype(np.float32)
     return np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(filled), (dy, dx))).real.astype(np.float32)
 
 
@@ -79,15 +84,21 @@ def rmse(errors: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arosics-python", type=Path, required=True, help="python of an environment with arosics")
+    parser.add_argument("--large", type=Path, help="a large single-band reflectance image (scale 10000)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="musyq-coreg-"))
-    pairs = {"same sensor (S2 B08)": ("S2_B08", "S2_B08"), "across sensors (S2 B04 / L8 B04)": ("S2_B04", "L8_B04")}
-    for label, (reference_name, image_name) in pairs.items():
-        reference, profile = read(reference_name)
-        image, _ = read(image_name)
-        reference_path = write(work / f"{reference_name}.tif", reference, profile)
-        files = [write(work / f"{image_name}_base.tif", image, profile)]
-        files += [write(work / f"{image_name}_{k}.tif", moved(image, dx, dy), profile) for k, (dx, dy) in
+    sentinel_nir, sentinel_red, landsat_red = (DATA / f"ref_input_{name}.tif" for name in ("S2_B08", "S2_B04", "L8_B04"))
+    pairs = {"same sensor (S2 B08), Fourier shifts": (sentinel_nir, sentinel_nir, "fourier"),
+             "across sensors (S2 B04 / L8 B04), Fourier shifts": (sentinel_red, landsat_red, "fourier"),
+             "across sensors (S2 B04 / L8 B04), cubic shifts": (sentinel_red, landsat_red, "cubic")}
+    if args.large:
+        pairs[f"large image ({args.large.name}), Fourier shifts"] = (args.large, args.large, "fourier")
+    for number, (label, (reference_file, image_file, how)) in enumerate(pairs.items()):
+        reference, profile = read(reference_file)
+        image, _ = read(image_file)
+        reference_path = write(work / f"reference_{number}.tif", reference, profile)
+        files = [write(work / f"image_{number}_base.tif", image, profile)]
+        files += [write(work / f"image_{number}_{k}.tif", moved(image, dx, dy, how), profile) for k, (dx, dy) in
                   enumerate(SHIFTS)]
         ours, ours_s = [], 0.0
         for path in files:

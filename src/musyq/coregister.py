@@ -31,7 +31,6 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from scipy import ndimage
 from skimage.measure import ransac
-from skimage.registration import phase_cross_correlation
 from skimage.transform import AffineTransform
 
 from musyq.errors import InputError, MusyqError
@@ -46,8 +45,9 @@ MIN_VALID_SHARE = 0.9  # a window needs this much data in both images
 SHARP_PEAK = 30.0  # phase-correlation peak strength of images that look alike
 MIN_PEAK_STRENGTH = 10.0  # correlation peak over the surface's standard deviation for a tie point (noise: about 4)
 RANSAC_THRESHOLD = 0.5  # pixels
-MAX_GLOBAL = 2048  # the global offset comes from at most the central 2048 x 2048 pixels
-MAX_WINDOWS = 12  # tie windows per axis at most
+MAX_GLOBAL = 1024  # the global offset comes from at most the central 1024 x 1024 pixels
+MAX_WINDOWS = 8  # tie windows per axis at most
+EDGE_ITERATIONS = 4  # edge correlations per offset at most (each moves the image back by the estimate)
 DEFAULT_MAX_RMSE = 0.8
 
 
@@ -102,18 +102,75 @@ def _taper(rows: int, cols: int) -> Image:
     return np.outer(np.hanning(rows), np.hanning(cols)).astype(np.float32)
 
 
-def _prepare(image: Image, valid: NDArray[np.bool_]) -> Image:
-    """Fill gaps with the mean and taper the edges, so borders and holes do not correlate."""
-    filled = np.where(valid, image, np.float32(image[valid].mean() if valid.any() else 0.0))
-    return np.asarray((filled - filled.mean()) * _taper(*filled.shape), dtype=np.float32)
+def _prepare(images: Image) -> Image:
+    """Fill gaps with the mean and taper the edges, so borders and holes do not correlate.
+
+    Works on one image (rows, cols) or a stack of windows (n, rows, cols) at once.
+    """
+    valid = np.isfinite(images)
+    filled = np.where(valid, images, np.float32(0))
+    means = filled.sum(axis=(-2, -1), keepdims=True) / np.maximum(valid.sum(axis=(-2, -1), keepdims=True), 1)
+    filled -= np.where(valid, means.astype(np.float32), np.float32(0))
+    filled *= _taper(*images.shape[-2:])
+    return filled
 
 
-def _peak_strength(reference_spectrum: NDArray[np.complex128], image_spectrum: NDArray[np.complex128]) -> float:
-    """Height of the phase-correlation peak in standard deviations of the correlation surface."""
-    cross = reference_spectrum * np.conj(image_spectrum)
-    surface = scipy.fft.ifft2(cross / np.maximum(np.abs(cross), 1e-12)).real
-    spread = float(surface.std())
-    return float(surface.max()) / spread if spread > 0 else 0.0
+@cache
+def _fast_length(size: int) -> int:
+    """The largest length not above ``size`` that FFTs handle quickly (no large prime factors)."""
+    length = size
+    while scipy.fft.next_fast_len(length, real=True) != length:
+        length -= 1
+    return length
+
+
+def _spectrum(image: Image) -> NDArray[np.complex64]:
+    return np.asarray(scipy.fft.rfft2(_prepare(image), workers=-1))
+
+
+def _signed(position: NDArray[np.int64] | int, size: int) -> NDArray[np.int64] | int:
+    return np.where(position > size // 2, position - size, position)
+
+
+def _upsampled(cross: NDArray[np.complex64], shape: tuple[int, int], centre: tuple[float, float], step: float,
+               samples: int) -> Array:
+    """Correlation at ``samples`` x ``samples`` points ``step`` pixels apart around ``centre`` (dy, dx).
+
+    A matrix-multiply DFT of the half spectrum of a real correlation (Guizar-Sicairos et al. 2008):
+    only the neighbourhood of the peak is evaluated, at any resolution.
+    """
+    rows, cols = shape
+    around = (np.arange(samples) - (samples - 1) / 2) * step
+    row_freq = scipy.fft.fftfreq(rows) * 2j * np.pi
+    col_freq = np.arange(cross.shape[-1]) / cols * 2j * np.pi
+    weights = np.full(cross.shape[-1], 2.0)  # each half-spectrum column stands for itself and its mirror
+    weights[0] = 1.0
+    if cols % 2 == 0:
+        weights[-1] = 1.0
+    row_kernel = np.exp(np.outer(centre[0] + around, row_freq))
+    col_kernel = np.exp(np.outer(col_freq, centre[1] + around)) * weights[:, None]
+    return np.asarray((row_kernel @ cross.astype(np.complex128) @ col_kernel).real)
+
+
+def _peak(cross: NDArray[np.complex64], shape: tuple[int, int], upsample: int) -> tuple[float, float]:
+    """Position (dy, dx) of the correlation maximum to 1/``upsample`` pixel: whole pixel, then 1/10, then finer."""
+    surface = scipy.fft.irfft2(cross, s=shape, workers=-1)
+    row, col = np.unravel_index(int(np.argmax(surface)), shape)
+    centre = (float(_signed(row, shape[0])), float(_signed(col, shape[1])))
+    for step, samples in ((0.1, 15), (1.0 / upsample, 21)):
+        if step < 1.0 / upsample:
+            break
+        local = _upsampled(cross, shape, centre, step, samples)
+        r, c = np.unravel_index(int(np.argmax(local)), local.shape)
+        centre = (centre[0] + (r - (samples - 1) / 2) * step, centre[1] + (c - (samples - 1) / 2) * step)
+    return centre
+
+
+def _peak_strength(cross: NDArray[np.complex64], shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """Height of each phase-correlation peak in standard deviations of its correlation surface."""
+    surface = scipy.fft.irfft2(cross / np.maximum(np.abs(cross), 1e-12), s=shape[-2:], axes=(-2, -1), workers=-1)
+    flat = surface.reshape(-1, shape[-2] * shape[-1])
+    return np.asarray(flat.max(axis=1) / np.maximum(flat.std(axis=1), 1e-12), dtype=np.float64)
 
 
 def _edges(image: Image) -> Image:
@@ -124,19 +181,37 @@ def _edges(image: Image) -> Image:
     logged = np.log(np.maximum(filled, np.float32(1e-3)))
     magnitude = np.hypot(ndimage.sobel(logged, 1), ndimage.sobel(logged, 0))
     magnitude[~ndimage.binary_dilation(valid, iterations=2)] = 0
-    return _prepare(magnitude.astype(np.float32), np.ones(valid.shape, dtype=bool))
+    return magnitude.astype(np.float32)
+
+
+def _moved(image: Image, dx: float, dy: float) -> Image:
+    """``image`` with its content moved by (dx, dy) pixels (Fourier shift); gaps move along and stay NaN."""
+    valid = np.isfinite(image)
+    filled = np.where(valid, image, np.float32(image[valid].mean() if valid.any() else 0.0))
+    spectrum = ndimage.fourier_shift(scipy.fft.rfft2(filled, workers=-1), (dy, dx), n=image.shape[1])
+    shifted = scipy.fft.irfft2(spectrum, s=image.shape, workers=-1)
+    still_valid = ndimage.shift(valid.astype(np.float32), (dy, dx), order=1, cval=0.0) > 0.99
+    return np.where(still_valid, shifted, np.nan).astype(np.float32)
 
 
 def _edge_offset(reference: Image, image: Image, upsample: int) -> tuple[float, float]:
-    """Plain correlation of edge images, refined once after moving the image back by the first estimate.
+    """Offset of ``image`` from plain correlation of edge images, iterated until it stops changing.
 
-    The broad correlation peak of dissimilar images is a little asymmetric, which biases its upsampled
-    maximum in proportion to the offset; measured again near zero offset, the bias nearly vanishes.
+    The broad correlation peak of dissimilar images is a little asymmetric, and the tapered window
+    pulls it towards zero, which biases the estimate in proportion to the offset. Moving the image
+    back by the estimate and measuring again (edges and taper made anew) removes the bias: at the
+    fixed point the two contents line up inside one window.
     """
-    first, _, _ = phase_cross_correlation(reference, image, upsample_factor=upsample, normalization=None)
-    moved = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(image), first)).real
-    second, _, _ = phase_cross_correlation(reference, moved, upsample_factor=upsample, normalization=None)
-    return -float(first[1] + second[1]), -float(first[0] + second[0])
+    reference_spectrum = _spectrum(_edges(reference))
+    dx = dy = 0.0
+    for _ in range(EDGE_ITERATIONS):
+        current = image if dx == dy == 0.0 else _moved(image, -dx, -dy)
+        cross = reference_spectrum * np.conj(_spectrum(_edges(current)))
+        shift_y, shift_x = _peak(cross, image.shape, upsample)  # where the image correlates best: minus its offset
+        dx, dy = dx - shift_x, dy - shift_y
+        if max(abs(shift_x), abs(shift_y)) < 1.0 / upsample:
+            break
+    return dx, dy
 
 
 def phase_offset(reference: Image, image: Image, upsample: int = UPSAMPLE) -> tuple[float, float, float]:
@@ -148,15 +223,12 @@ def phase_offset(reference: Image, image: Image, upsample: int = UPSAMPLE) -> tu
     the correlation of their edge images is the robust measure. Each image's gaps (NaN) are filled
     on their own: a gap mask shared by both would correlate at zero.
     """
-    reference_spectrum = scipy.fft.fft2(_prepare(reference, np.isfinite(reference)))
-    image_spectrum = scipy.fft.fft2(_prepare(image, np.isfinite(image)))
-    strength = _peak_strength(reference_spectrum, image_spectrum)
+    cross = _spectrum(reference) * np.conj(_spectrum(image))
+    strength = float(_peak_strength(cross[None], (1, *image.shape))[0])
     if strength >= SHARP_PEAK:
-        shift, _, _ = phase_cross_correlation(reference_spectrum, image_spectrum, space="fourier",
-                                              upsample_factor=upsample, normalization=None)
-        # scikit-image returns the shift that registers image onto reference: the content lies at minus it
-        return -float(shift[1]), -float(shift[0]), strength
-    dx, dy = _edge_offset(_edges(reference), _edges(image), upsample)
+        shift_y, shift_x = _peak(cross, image.shape, upsample)
+        return -shift_x, -shift_y, strength
+    dx, dy = _edge_offset(reference, image, upsample)
     return dx, dy, strength
 
 
@@ -172,7 +244,7 @@ def without_bright_outliers(image: Image) -> Image:
     return np.minimum(image, np.float32(high + 3 * (high - low)))
 
 
-def _parabolic_peaks(surfaces: NDArray[np.float64]) -> NDArray[np.float64]:
+def _parabolic_peaks(surfaces: NDArray[np.float32]) -> NDArray[np.float64]:
     """(window, [dy, dx]) position of each correlation surface's maximum, refined by a parabola per axis.
 
     Positions are signed (the surfaces wrap around), in pixels, to about 1/20 pixel.
@@ -198,10 +270,10 @@ def _parabolic_peaks(surfaces: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def central_window(shape: tuple[int, ...], size: int) -> tuple[slice, slice]:
-    """The middle ``size`` x ``size`` pixels (or all of a smaller image): memory and time stay bounded."""
-    rows, cols = shape[0], shape[1]
-    top, left = max((rows - size) // 2, 0), max((cols - size) // 2, 0)
-    return slice(top, top + min(size, rows)), slice(left, left + min(size, cols))
+    """The middle pixels, at most ``size`` per axis and of lengths FFTs handle quickly: time stays bounded."""
+    rows, cols = _fast_length(min(shape[0], size)), _fast_length(min(shape[1], size))
+    top, left = (shape[0] - rows) // 2, (shape[1] - cols) // 2
+    return slice(top, top + rows), slice(left, left + cols)
 
 
 def window_size(shape: tuple[int, int]) -> int:
@@ -220,44 +292,41 @@ def tie_points(reference: Image, image: Image, window: int | None = None, precis
     The few whose images do not look alike (a weak phase-correlation peak) are measured again on
     their edges, as ``phase_offset`` does.
     """
-    valid = np.isfinite(reference) & np.isfinite(image)
     rows, cols = image.shape
     size = min(window or window_size((rows, cols)), rows, cols)
     # half-overlapping windows, spread out further on large images so there are at most MAX_WINDOWS per axis
     step = max(size // 2, (rows - size) // MAX_WINDOWS + 1, (cols - size) // MAX_WINDOWS + 1, 1)
-    cuts = []
-    for top in range(0, rows - size + 1, step):
-        for left in range(0, cols - size + 1, step):
-            cut = (slice(top, top + size), slice(left, left + size))
-            if valid[cut].mean() >= MIN_VALID_SHARE and np.nanmax(reference[cut]) > np.nanmin(reference[cut]) \
-                    and np.nanmax(image[cut]) > np.nanmin(image[cut]):
-                cuts.append(cut)
-    if not cuts:
+    tops, lefts = np.meshgrid(np.arange(0, rows - size + 1, step), np.arange(0, cols - size + 1, step), indexing="ij")
+    tops, lefts = tops.ravel(), lefts.ravel()
+    inside = np.arange(size)
+    row_index = (tops[:, None] + inside)[:, :, None]
+    col_index = (lefts[:, None] + inside)[:, None, :]
+    stack_reference, stack_image = reference[row_index, col_index], image[row_index, col_index]
+    prepared_reference, prepared_image = _prepare(stack_reference), _prepare(stack_image)
+    valid_share = (np.isfinite(stack_reference) & np.isfinite(stack_image)).mean(axis=(1, 2))
+    # a window needs data in both images, and something to see in each (a flat one is all zero once prepared)
+    keep = (valid_share >= MIN_VALID_SHARE) & prepared_reference.any(axis=(1, 2)) & prepared_image.any(axis=(1, 2))
+    if not keep.any():
         return TiePoints(np.zeros((0, 2)), np.zeros((0, 2)))
-    stack_reference = np.stack([_prepare(reference[c], np.isfinite(reference[c])) for c in cuts])
-    stack_image = np.stack([_prepare(image[c], np.isfinite(image[c])) for c in cuts])
-    spectra_reference = scipy.fft.fft2(stack_reference, workers=-1)
-    spectra_image = scipy.fft.fft2(stack_image, workers=-1)
-    cross = spectra_reference * np.conj(spectra_image)
-    whitened = scipy.fft.ifft2(cross / np.maximum(np.abs(cross), 1e-12)).real
-    strength = whitened.reshape(len(cuts), -1).max(axis=1) / np.maximum(whitened.reshape(len(cuts), -1).std(axis=1),
-                                                                        1e-12)
-    shifts = _parabolic_peaks(scipy.fft.ifft2(cross).real)  # where reference and image correlate best
+    tops, lefts, stack_reference, stack_image = tops[keep], lefts[keep], stack_reference[keep], stack_image[keep]
+    cross = scipy.fft.rfft2(prepared_reference[keep], workers=-1) \
+        * np.conj(scipy.fft.rfft2(prepared_image[keep], workers=-1))
+    strength = _peak_strength(cross, stack_image.shape)
+    shifts = _parabolic_peaks(scipy.fft.irfft2(cross, s=(size, size), workers=-1))  # where they correlate best
     centres, offsets = [], []
-    for k, cut in enumerate(cuts):
+    for k in range(len(tops)):
         if strength[k] >= SHARP_PEAK and precise:
-            shift, _, _ = phase_cross_correlation(spectra_reference[k], spectra_image[k], space="fourier",
-                                                  upsample_factor=UPSAMPLE, normalization=None)
-            dx, dy = -float(shift[1]), -float(shift[0])
+            shift_y, shift_x = _peak(cross[k], (size, size), UPSAMPLE)
+            dx, dy = -shift_x, -shift_y
         elif strength[k] >= SHARP_PEAK:
             dx, dy = -float(shifts[k, 1]), -float(shifts[k, 0])
         elif strength[k] >= MIN_PEAK_STRENGTH:
-            dx, dy = _edge_offset(_edges(reference[cut]), _edges(image[cut]), TIE_UPSAMPLE)
+            dx, dy = _edge_offset(stack_reference[k], stack_image[k], TIE_UPSAMPLE)
         else:
             continue
         if max(abs(dx), abs(dy)) > size / 4:
             continue
-        centres.append((cut[1].start + size / 2, cut[0].start + size / 2))
+        centres.append((lefts[k] + size / 2, tops[k] + size / 2))
         offsets.append((dx, dy))
     return TiePoints(np.array(centres, dtype=np.float64).reshape(-1, 2),
                      np.array(offsets, dtype=np.float64).reshape(-1, 2))
@@ -331,15 +400,29 @@ def _band_index(dataset: rasterio.DatasetReader, band: str, path: Path) -> int:
     raise InputError(path, f"no band described as {band!r} (descriptions: {names}); give --band NUMBER")
 
 
+def _read_band(dataset: rasterio.DatasetReader, index: int) -> Image:
+    """Band ``index`` as float32 with NaN where the raster has no data."""
+    raw = dataset.read(index)
+    values = raw.astype(np.float32)
+    if dataset.nodata is not None and not np.isnan(dataset.nodata):
+        values[raw == dataset.nodata] = np.nan
+    return values
+
+
 def load_reference_band(path: Path, geobox: GeoBox, band: str) -> Image:
     """Band ``band`` of ``path`` resampled onto ``geobox`` (cubic from a coarser raster, else averaged)."""
     try:
         with rasterio.open(path) as source:
             index = _band_index(source, band, path)
-            coarser = abs(source.transform.a) > 1.5 * abs(geobox.resolution.x)
-            values = np.full(geobox.shape.yx, np.nan, dtype=np.float32)
-            reproject(rasterio.band(source, index), values, dst_transform=geobox.affine, dst_crs=crs_wkt(geobox),
-                      dst_nodata=np.nan, resampling=Resampling.cubic if coarser else Resampling.average)
+            same_grid = source.crs is not None and geobox.crs == source.crs \
+                and source.transform.almost_equals(geobox.affine) and source.shape == geobox.shape.yx
+            if same_grid:
+                values = _read_band(source, index)
+            else:
+                coarser = abs(source.transform.a) > 1.5 * abs(geobox.resolution.x)
+                values = np.full(geobox.shape.yx, np.nan, dtype=np.float32)
+                reproject(rasterio.band(source, index), values, dst_transform=geobox.affine, dst_crs=crs_wkt(geobox),
+                          dst_nodata=np.nan, resampling=Resampling.cubic if coarser else Resampling.average)
     except rasterio.RasterioIOError as exc:
         raise InputError(path, f"cannot read the reference: {exc}") from None
     if not np.isfinite(values).any():
@@ -352,7 +435,7 @@ def read_pair(image_path: Path, reference_path: Path, band: str) -> tuple[Image,
     try:
         with rasterio.open(image_path) as dataset:
             index = _band_index(dataset, band, image_path)
-            image = dataset.read(index, masked=True).astype(np.float32).filled(np.nan)
+            image = _read_band(dataset, index)
             profile = dataset.profile
             if dataset.crs is None:
                 raise InputError(image_path, "has no coordinate reference system")
