@@ -112,7 +112,7 @@ def _prepare(images: Image) -> Image:
     means = filled.sum(axis=(-2, -1), keepdims=True) / np.maximum(valid.sum(axis=(-2, -1), keepdims=True), 1)
     filled -= np.where(valid, means.astype(np.float32), np.float32(0))
     filled *= _taper(*images.shape[-2:])
-    return filled
+    return np.asarray(filled, dtype=np.float32)
 
 
 @cache
@@ -128,8 +128,9 @@ def _spectrum(image: Image) -> NDArray[np.complex64]:
     return np.asarray(scipy.fft.rfft2(_prepare(image), workers=-1))
 
 
-def _signed(position: NDArray[np.int64] | int, size: int) -> NDArray[np.int64] | int:
-    return np.where(position > size // 2, position - size, position)
+def _signed(position: int, size: int) -> int:
+    """A wrapped-around index as a signed offset."""
+    return position - size if position > size // 2 else position
 
 
 def _upsampled(cross: NDArray[np.complex64], shape: tuple[int, int], centre: tuple[float, float], step: float,
@@ -156,7 +157,7 @@ def _peak(cross: NDArray[np.complex64], shape: tuple[int, int], upsample: int) -
     """Position (dy, dx) of the correlation maximum to 1/``upsample`` pixel: whole pixel, then 1/10, then finer."""
     surface = scipy.fft.irfft2(cross, s=shape, workers=-1)
     row, col = np.unravel_index(int(np.argmax(surface)), shape)
-    centre = (float(_signed(row, shape[0])), float(_signed(col, shape[1])))
+    centre = (float(_signed(int(row), shape[0])), float(_signed(int(col), shape[1])))
     for step, samples in ((0.1, 15), (1.0 / upsample, 21)):
         if step < 1.0 / upsample:
             break
@@ -181,7 +182,7 @@ def _edges(image: Image) -> Image:
     logged = np.log(np.maximum(filled, np.float32(1e-3)))
     magnitude = np.hypot(ndimage.sobel(logged, 1), ndimage.sobel(logged, 0))
     magnitude[~ndimage.binary_dilation(valid, iterations=2)] = 0
-    return magnitude.astype(np.float32)
+    return np.asarray(magnitude, dtype=np.float32)
 
 
 def _moved(image: Image, dx: float, dy: float) -> Image:
@@ -244,7 +245,7 @@ def without_bright_outliers(image: Image) -> Image:
     return np.minimum(image, np.float32(high + 3 * (high - low)))
 
 
-def _parabolic_peaks(surfaces: NDArray[np.float32]) -> NDArray[np.float64]:
+def _parabolic_peaks(surfaces: Array) -> Array:
     """(window, [dy, dx]) position of each correlation surface's maximum, refined by a parabola per axis.
 
     Positions are signed (the surfaces wrap around), in pixels, to about 1/20 pixel.
@@ -296,8 +297,9 @@ def tie_points(reference: Image, image: Image, window: int | None = None, precis
     size = min(window or window_size((rows, cols)), rows, cols)
     # half-overlapping windows, spread out further on large images so there are at most MAX_WINDOWS per axis
     step = max(size // 2, (rows - size) // MAX_WINDOWS + 1, (cols - size) // MAX_WINDOWS + 1, 1)
-    tops, lefts = np.meshgrid(np.arange(0, rows - size + 1, step), np.arange(0, cols - size + 1, step), indexing="ij")
-    tops, lefts = tops.ravel(), lefts.ravel()
+    grid_tops, grid_lefts = np.meshgrid(np.arange(0, rows - size + 1, step), np.arange(0, cols - size + 1, step),
+                                        indexing="ij")
+    tops, lefts = grid_tops.ravel(), grid_lefts.ravel()
     inside = np.arange(size)
     row_index = (tops[:, None] + inside)[:, :, None]
     col_index = (lefts[:, None] + inside)[:, None, :]
@@ -312,7 +314,7 @@ def tie_points(reference: Image, image: Image, window: int | None = None, precis
     cross = scipy.fft.rfft2(prepared_reference[keep], workers=-1) \
         * np.conj(scipy.fft.rfft2(prepared_image[keep], workers=-1))
     strength = _peak_strength(cross, stack_image.shape)
-    shifts = _parabolic_peaks(scipy.fft.irfft2(cross, s=(size, size), workers=-1))  # where they correlate best
+    shifts = _parabolic_peaks(scipy.fft.irfft2(cross, s=(size, size), workers=-1).astype(np.float64))  # where they correlate best
     centres, offsets = [], []
     for k in range(len(tops)):
         if strength[k] >= SHARP_PEAK and precise:
@@ -403,7 +405,7 @@ def _band_index(dataset: rasterio.DatasetReader, band: str, path: Path) -> int:
 def _read_band(dataset: rasterio.DatasetReader, index: int) -> Image:
     """Band ``index`` as float32 with NaN where the raster has no data."""
     raw = dataset.read(index)
-    values = raw.astype(np.float32)
+    values: Image = raw.astype(np.float32)
     if dataset.nodata is not None and not np.isnan(dataset.nodata):
         values[raw == dataset.nodata] = np.nan
     return values
