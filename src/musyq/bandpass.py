@@ -11,6 +11,9 @@ source sensor is mapped onto the matching band of a reference sensor by ``slope 
   sensors' spectral responses times the solar spectrum, and an ordinary least-squares line is
   fitted per band pair on 80 % of the spectra; the other 20 % measure how well it reproduces
   spectra it has not seen. ``musyq bandpass build`` regenerates the table shipped with musyq.
+* Water gets lines of its own, fitted on deep waters from clear to turbid and humic (a
+  semi-analytical water model): a land line's offset alone is as large as dark water's whole
+  reflectance. Pixels the quality layer calls water take them.
 
 Bands are paired by common name, a broad ``nir`` band also with a narrow ``nir08`` one; bands
 without a partner (red edge, water vapour, cirrus) are left as they are, as HLS does.
@@ -43,6 +46,8 @@ TABLE = "coefficients.json"
 HOLDOUT_SHARE = 0.2
 EQUIVALENT = ({"nir", "nir08"},)
 EXCLUDED = ("wv", "cirrus", "pan")
+SURFACES = ("land", "water")
+ORIGIN = {"land": "musyq fit (PROSAIL canopies and soils)", "water": "musyq fit (deep waters)"}
 # HLS v2.0 MSI -> OLI (hls.gsfc.nasa.gov/algorithms/bandpass-adjustment; bandpass_parameter.S2A/S2B/S2C.txt)
 HLS = {
     "S2A_MSI": {"B01": (0.9959, -0.0002), "B02": (0.9778, -0.0040), "B03": (1.0053, -0.0009),
@@ -69,6 +74,7 @@ class BandFit:
     rmse_holdout: float  # on the held-out spectra
     count: int
     origin: str
+    surface: str = "land"  # the surfaces the line was fitted on: land, or water (pixels the mask calls water)
 
 
 def pair_bands(source: Sensor, target: Sensor) -> list[tuple[Band, Band]]:
@@ -89,11 +95,40 @@ def pair_bands(source: Sensor, target: Sensor) -> list[tuple[Band, Band]]:
     return pairs
 
 
-def generate_library(count: int = 3000, seed: int = 1) -> tuple[Array, Array]:
-    """(wavelength nm, spectra) of PROSAIL canopies over soils (three quarters) and bare soils.
+def water_spectra(rng: np.random.Generator, count: int) -> Array:
+    """Reflectance (400-2500 nm, 1 nm) of optically deep waters from clear to turbid and humic.
+
+    The semi-analytical model of Lee et al. (1999): r_rs = (0.089 + 0.125 u) u with
+    u = b_b / (a + b_b) below the surface, R_rs = 0.52 r_rs / (1 - 1.7 r_rs) above it, and
+    reflectance pi R_rs. Absorption is pure water (PROSPECT's liquid water coefficients, from the
+    pure-water measurements) plus phytoplankton (PROSPECT's chlorophyll shape scaled to
+    0.06 Chl^0.65 at 440 nm) plus CDOM (exponential, slope 0.015 /nm); backscattering is pure
+    water (0.0038 (400/lambda)^4.32) plus particles (a power law in wavelength).
+    """
+    import prosail
+
+    wavelength = np.arange(400.0, 2501.0)
+    specific = prosail.spectral_lib.prospectd
+    pure_water = specific.kw * 100.0  # 1/cm -> 1/m
+    chlorophyll_shape = specific.kab / specific.kab[40]  # 1 at 440 nm
+    chlorophyll = 10 ** rng.uniform(-1, 2, count)[:, None]  # mg/m3
+    cdom_440 = 10 ** rng.uniform(-2, 0.3, count)[:, None]  # 1/m
+    particles_555 = 10 ** rng.uniform(-3.3, -1, count)[:, None]  # 1/m
+    particle_slope = rng.uniform(0, 2, count)[:, None]
+    absorption = pure_water + 0.06 * chlorophyll**0.65 * chlorophyll_shape \
+        + cdom_440 * np.exp(-0.015 * (wavelength - 440))
+    backscatter = 0.0038 * (400 / wavelength) ** 4.32 + particles_555 * (555 / wavelength) ** particle_slope
+    u = backscatter / (absorption + backscatter)
+    below = (0.089 + 0.125 * u) * u
+    return np.asarray(np.pi * 0.52 * below / (1 - 1.7 * below))
+
+
+def generate_library(count: int = 3000, seed: int = 1) -> tuple[Array, dict[str, Array]]:
+    """(wavelength nm, spectra per surface): ``land`` is ``count`` PROSAIL canopies over soils (three
+    quarters) and bare soils, ``water`` a third as many deep waters.
 
     Needs the ``prosail`` package (``pip install 'musyq[bandpass]'``); the parameters are drawn
-    uniformly over the ranges of natural canopies.
+    uniformly over the ranges of natural canopies, soils and waters.
     """
     try:
         import prosail
@@ -102,9 +137,9 @@ def generate_library(count: int = 3000, seed: int = 1) -> tuple[Array, Array]:
     rng = np.random.default_rng(seed)
     dry, wet = prosail.spectral_lib.soil.rsoil1, prosail.spectral_lib.soil.rsoil2
     canopies = (3 * count) // 4
-    spectra = np.empty((count, dry.size))
+    land = np.empty((count, dry.size))
     for k in range(canopies):
-        spectra[k] = prosail.run_prosail(
+        land[k] = prosail.run_prosail(
             n=rng.uniform(1.0, 2.5), cab=rng.uniform(5, 80), car=rng.uniform(2, 20), cbrown=rng.uniform(0, 1),
             cw=rng.uniform(0.002, 0.04), cm=rng.uniform(0.002, 0.02), lai=rng.uniform(0.1, 7.0),
             lidfa=rng.uniform(30, 70), hspot=0.1, tts=rng.uniform(20, 60), tto=rng.uniform(0, 10),
@@ -112,8 +147,8 @@ def generate_library(count: int = 3000, seed: int = 1) -> tuple[Array, Array]:
             psoil=rng.uniform(0, 1), factor="SDR")
     wetness = rng.uniform(0, 1, count - canopies)[:, None]
     brightness = rng.uniform(0.2, 1.8, count - canopies)[:, None]
-    spectra[canopies:] = np.clip(brightness * (wetness * dry + (1 - wetness) * wet), 0, 1)
-    return np.arange(400.0, 400.0 + dry.size), spectra
+    land[canopies:] = np.clip(brightness * (wetness * dry + (1 - wetness) * wet), 0, 1)
+    return np.arange(400.0, 400.0 + dry.size), {"land": land, "water": water_spectra(rng, count // 3)}
 
 
 def simulate(sensor: Sensor, bands: list[Band], wavelength_nm: Array, spectra: Array) -> Array:
@@ -124,7 +159,7 @@ def simulate(sensor: Sensor, bands: list[Band], wavelength_nm: Array, spectra: A
 
 
 def fit_pair(source: Sensor, target: Sensor, wavelength_nm: Array, spectra: Array, seed: int = 2,
-             published: dict[str, tuple[float, float]] | None = None) -> list[BandFit]:
+             published: dict[str, tuple[float, float]] | None = None, surface: str = "land") -> list[BandFit]:
     """Least-squares lines from every paired band of ``source`` to ``target``, judged on held-out spectra.
 
     For bands in ``published`` the published line is kept instead, and judged on the same spectra.
@@ -142,30 +177,34 @@ def fit_pair(source: Sensor, target: Sensor, wavelength_nm: Array, spectra: Arra
             (slope, offset), origin = published[band.id], HLS_SOURCE
         else:
             slope, offset = np.polyfit(x[~held_out], y[~held_out], 1)
-            origin = "musyq fit (PROSAIL canopies and soils)"
+            origin = ORIGIN[surface]
         fitted = slope * x + offset
         residual = y[~held_out] - fitted[~held_out]
         r2 = 1 - np.mean(residual**2) / y[~held_out].var()
         fits.append(BandFit(band.id, partner.id, round(float(slope), 5), round(float(offset), 5), round(float(r2), 5),
                             round(float(np.sqrt(np.mean(residual**2))), 6),
                             round(float(np.sqrt(np.mean((y[held_out] - fitted[held_out]) ** 2))), 6),
-                            int((~held_out).sum()), origin))
+                            int((~held_out).sum()), origin, surface))
     return fits
 
 
 def build_table(count: int = 3000, seed: int = 1) -> dict[str, object]:
-    """Coefficients between every ordered pair of sensors: HLS's where published, else fitted here."""
-    wavelength_nm, spectra = generate_library(count, seed)
+    """Coefficients between every ordered pair of sensors, for land (HLS's where published, else fitted
+    here) and for water (fitted here: a line through land spectra misplaces dark water)."""
+    wavelength_nm, library = generate_library(count, seed)
     table: dict[str, dict[str, list[dict[str, object]]]] = {}
     for source_id in available_sensors():
         for target_id in available_sensors():
             if source_id == target_id:
                 continue
             published = HLS.get(source_id) if target_id in HLS_REFERENCES else None
-            fits = fit_pair(get_sensor(source_id), get_sensor(target_id), wavelength_nm, spectra, published=published)
+            fits = [fit for surface in SURFACES for fit in fit_pair(
+                get_sensor(source_id), get_sensor(target_id), wavelength_nm, library[surface],
+                published=published if surface == "land" else None, surface=surface)]
             table.setdefault(source_id, {})[target_id] = [asdict(f) for f in fits]
     return {"library": {"spectra": count, "seed": seed, "holdout_share": HOLDOUT_SHARE,
-                        "composition": "75% PROSAIL (PROSPECT-D + 4SAIL) canopies over soils, 25% bare soils"},
+                        "composition": {"land": "75% PROSAIL (PROSPECT-D + 4SAIL) canopies over soils, 25% bare soils",
+                                        "water": f"{count // 3} optically deep waters (Lee et al. 1999)"}},
             "pairs": table}
 
 
@@ -196,15 +235,25 @@ def coefficients(source_id: str, target_id: str) -> list[BandFit]:
     return [BandFit(**entry) for entry in table[source_id][target_id]]  # type: ignore[arg-type]
 
 
-def adjust(reflectance: NDArray[np.float32], bands: tuple[Band, ...], fits: list[BandFit]) -> list[str]:
-    """Apply the fits in place to the bands they cover; returns the ids of the adjusted bands."""
-    by_band = {f.source_band: f for f in fits}
+def adjust(reflectance: NDArray[np.float32], bands: tuple[Band, ...], fits: list[BandFit],
+           water: NDArray[np.bool_] | None = None) -> list[str]:
+    """Apply the fits in place to the bands they cover; returns the ids of the adjusted bands.
+
+    Pixels in ``water`` take the water lines, all others the land lines.
+    """
+    lines = {(f.surface, f.source_band): f for f in fits}
     adjusted = []
     for k, band in enumerate(bands):
-        fit = by_band.get(band.id)
-        if fit is None:
+        land = lines.get(("land", band.id))
+        if land is None:
             continue
-        reflectance[k] *= np.float32(fit.slope)
-        reflectance[k] += np.float32(fit.offset)
+        values = reflectance[k]
+        wet = lines.get(("water", band.id))
+        if water is not None and wet is not None and water.any():
+            values[...] = np.where(water, values * np.float32(wet.slope) + np.float32(wet.offset),
+                                   values * np.float32(land.slope) + np.float32(land.offset))
+        else:
+            values *= np.float32(land.slope)
+            values += np.float32(land.offset)
         adjusted.append(band.id)
     return adjusted

@@ -382,7 +382,8 @@ def process_tile(
             properties.update(normalize_to_nadir(surface, angles, valid, processing, scene, geobox[window],
                                                  sun_zenith, options.nbar))
         if options.bandpass_to is not None:
-            adjusted = adjust(surface.reflectance, surface.bands, coefficients(scene.sensor.id, options.bandpass_to))
+            adjusted = adjust(surface.reflectance, surface.bands, coefficients(scene.sensor.id, options.bandpass_to),
+                              water=quality == WATER)
             if adjusted:
                 processing[valid] |= BANDPASS
                 properties.update({"musyq:bandpass_to": options.bandpass_to, "musyq:bandpass_bands": adjusted})

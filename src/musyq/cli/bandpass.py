@@ -21,7 +21,7 @@ def build(
     seed: int = typer.Option(1, "--seed", help="Random seed of the library."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Table to write; default: the package's own."),
 ) -> None:
-    """Generate the spectral library (PROSAIL canopies and soils) and fit every pair of sensors."""
+    """Generate the spectral library (PROSAIL canopies and soils; waters) and fit every pair of sensors."""
     with user_errors():
         table = bandpass.build_table(count, seed)
         path = bandpass.save_table(table, out or bandpass.table_path())
@@ -36,8 +36,9 @@ def show(
     """Print the coefficients and fit statistics from SOURCE to TARGET."""
     with user_errors():
         fits = bandpass.coefficients(resolve_sensor_id(source), resolve_sensor_id(target))
-    table = Table("band", "to", "slope", "offset", "R²", "RMSE", "RMSE held out", "origin")
+    table = Table("surface", "band", "to", "slope", "offset", "R²", "RMSE", "RMSE held out", "origin")
     for fit in fits:
-        table.add_row(fit.source_band, fit.target_band, f"{fit.slope:.4f}", f"{fit.offset:+.4f}", f"{fit.r2:.5f}",
+        table.add_row(fit.surface, fit.source_band, fit.target_band, f"{fit.slope:.4f}", f"{fit.offset:+.4f}",
+                      f"{fit.r2:.5f}",
                       f"{fit.rmse:.4f}", f"{fit.rmse_holdout:.4f}", fit.origin)
     Console().print(table)
