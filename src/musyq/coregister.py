@@ -300,10 +300,10 @@ def tie_points(reference: Image, image: Image, window: int | None = None, precis
     grid_tops, grid_lefts = np.meshgrid(np.arange(0, rows - size + 1, step), np.arange(0, cols - size + 1, step),
                                         indexing="ij")
     tops, lefts = grid_tops.ravel(), grid_lefts.ravel()
-    inside = np.arange(size)
-    row_index = (tops[:, None] + inside)[:, :, None]
-    col_index = (lefts[:, None] + inside)[:, None, :]
-    stack_reference, stack_image = reference[row_index, col_index], image[row_index, col_index]
+    def windows(values: Image) -> Image:
+        return np.asarray(np.lib.stride_tricks.sliding_window_view(values, (size, size))[tops, lefts])
+
+    stack_reference, stack_image = windows(reference), windows(image)
     prepared_reference, prepared_image = _prepare(stack_reference), _prepare(stack_image)
     valid_share = (np.isfinite(stack_reference) & np.isfinite(stack_image)).mean(axis=(1, 2))
     # a window needs data in both images, and something to see in each (a flat one is all zero once prepared)
