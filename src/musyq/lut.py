@@ -27,7 +27,7 @@ import io
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -64,14 +64,22 @@ NO_SURFACE_BANDS = frozenset({"wv", "cirrus"})  # absorption bands: no surface r
 Array = NDArray[np.float64]
 
 
-def run_wavelength(reference_um: float) -> float:
-    """The wavelength to ask 6S for to get its values at one of its reference wavelengths.
+def run_at_reference_wavelengths(
+    cases: list[sixs.Case], workers: int, tick: Callable[[], None] | None
+) -> list[sixs.Result]:
+    """Monochromatic 6S runs at 6S's own reference wavelengths, a third faster than asking for them.
 
     6S computes scattering at the reference wavelengths around the one asked for and interpolates:
     exactly on a reference wavelength it computes three of them, 10 pm below it two, with the same
-    printed result (checked on 120 random table cases), so every table run takes a third less time.
+    printed result (checked on every node of the tables). Below some references (0.412, 0.59,
+    0.694 um) 6S returns NaN instead; those cases run again on the reference itself.
     """
-    return round(reference_um - REFERENCE_OFFSET_UM, 6)
+    below = [replace(c, wavelength_um=round(float(c.wavelength_um or 0.0) - REFERENCE_OFFSET_UM, 6)) for c in cases]
+    results = sixs.run_many(below, workers, tick)
+    failed = [n for n, r in enumerate(results) if not np.isfinite(r.path_reflectance)]
+    for n, result in zip(failed, sixs.run_many([cases[n] for n in failed], workers), strict=True):
+        results[n] = result
+    return results
 
 
 def _geometries() -> list[tuple[int, int, int]]:
@@ -111,9 +119,9 @@ def _elevated_rows(
             for _ in range(rows.shape[0] * rows.shape[1]):
                 tick()
         return np.asarray(rows, dtype=np.float64)
-    cases = [sixs.Case(zenith, zenith, 0.0, aot, model, elevation_km=elevation,
-                       wavelength_um=run_wavelength(wavelength)) for aot in AOT550 for zenith in ZENITH]
-    results = sixs.run_many(cases, workers, tick)
+    cases = [sixs.Case(zenith, zenith, 0.0, aot, model, elevation_km=elevation, wavelength_um=wavelength)
+             for aot in AOT550 for zenith in ZENITH]
+    results = run_at_reference_wavelengths(cases, workers, tick)
     rows = np.array([(r.scattering_transmittance[0], r.spherical_albedo) for r in results])
     rows = rows.reshape(len(AOT550), len(ZENITH), 2)
     partial = cache_file.with_suffix(".partial.npy")
@@ -141,9 +149,8 @@ def _slice_rows(
         for _ in range(len(wanted) - len(missing)):
             tick()
     if missing:
-        cases = [sixs.Case(sun, view, azimuth, aot, model, wavelength_um=run_wavelength(wavelength))
-                 for sun, view, azimuth in missing]
-        for key, r in zip(missing, sixs.run_many(cases, workers, tick), strict=True):
+        cases = [sixs.Case(sun, view, azimuth, aot, model, wavelength_um=wavelength) for sun, view, azimuth in missing]
+        for key, r in zip(missing, run_at_reference_wavelengths(cases, workers, tick), strict=True):
             known[key] = np.array([r.path_reflectance, r.rayleigh_reflectance, r.scattering_transmittance[0],
                                    r.spherical_albedo])
         keys = list(known)
