@@ -242,6 +242,7 @@ def adjust(reflectance: NDArray[np.float32], bands: tuple[Band, ...], fits: list
     Pixels in ``water`` take the water lines, all others the land lines.
     """
     lines = {(f.surface, f.source_band): f for f in fits}
+    water_pixels = np.nonzero(water if water is not None else np.zeros(reflectance.shape[1:], dtype=bool))
     adjusted = []
     for k, band in enumerate(bands):
         land = lines.get(("land", band.id))
@@ -249,11 +250,10 @@ def adjust(reflectance: NDArray[np.float32], bands: tuple[Band, ...], fits: list
             continue
         values = reflectance[k]
         wet = lines.get(("water", band.id))
-        if water is not None and wet is not None and water.any():
-            values[...] = np.where(water, values * np.float32(wet.slope) + np.float32(wet.offset),
-                                   values * np.float32(land.slope) + np.float32(land.offset))
-        else:
-            values *= np.float32(land.slope)
-            values += np.float32(land.offset)
+        original_water = values[water_pixels]
+        values *= np.float32(land.slope)
+        values += np.float32(land.offset)
+        if wet is not None:
+            values[water_pixels] = original_water * np.float32(wet.slope) + np.float32(wet.offset)
         adjusted.append(band.id)
     return adjusted
