@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,18 @@ from typer.testing import CliRunner
 
 from musyq.cli import app
 from musyq.cli.demo import CROP_TIME
-from musyq.cloudmask import MaskInputs, MaskMethod, MaskResult, compute_mask, with_bands
+from musyq.cloudmask import (
+    MaskInputs,
+    MaskMethod,
+    MaskResult,
+    compute_mask,
+    learn_thresholds,
+    with_bands,
+)
 from musyq.errors import MissingBandError
 from musyq.maskfile import read_reflectance
 from musyq.output import CLEAR, CLOUD, CLOUD_SHADOW, FILL, SNOW, WATER
-from musyq.pipeline import ArdOptions, mask_inputs, toa_on_tile
+from musyq.pipeline import MASK_HALO_M, ArdOptions, mask_inputs, toa_on_tile
 from musyq.readers import StackOptions, open_scene
 from musyq.shadow import ShadowGeometry
 
@@ -277,3 +285,32 @@ def test_tiles_of_one_scene_are_judged_alike(samples: Path, tmp_path: Path) -> N
     cloud_south, cloud_north = overlap_south == CLOUD, overlap_north == CLOUD
     assert 0.05 < cloud_south[both].mean() < 0.95
     assert (cloud_south == cloud_north)[both].mean() >= 0.985
+
+
+@pytest.mark.parametrize("name", ["landsat5", "landsat7"])
+def test_a_halo_makes_neighbouring_tiles_agree_on_shadows(name: str) -> None:
+    """Two overlapping "tiles" of a labelled Landsat scene, masked each on its own: without a halo their
+    shadows disagree where a cloud sits in one tile and its shadow in the other; with the ARD halo
+    (``MASK_HALO_M`` read around each tile) they agree.
+
+    Measured (shadow agreement in the overlap, cut across rows / across columns): Landsat 5 0.946 / 0.958
+    without, 0.994 / 0.990 with; Landsat 7 0.948 / 0.956 without, 0.994 / 0.990 with.
+    """
+    reflectance, _ = ukis(name)
+    scene = MaskInputs(reflectance, UKIS_SUN_ZENITH, UKIS_SUN_AZIMUTH[name], 30.0)
+    thresholds = learn_thresholds(scene)
+    halo = int(MASK_HALO_M / 30.0)
+    for axis in (0, 1):
+        def part(values: np.ndarray, cut: slice) -> np.ndarray:
+            return np.ascontiguousarray(values[cut] if axis == 0 else values[:, cut])
+
+        agreement = {}
+        for margin in (0, halo):
+            first, second = (compute_mask(replace(scene, bands={k: part(v, cut) for k, v in reflectance.items()}),
+                                          thresholds=thresholds).quality
+                             for cut in (slice(0, 300 + margin), slice(212 - margin, 512)))
+            overlap_first, overlap_second = part(first, slice(212, 300)), part(second, slice(margin, margin + 88))
+            agreement[margin] = ((overlap_first == CLOUD_SHADOW) == (overlap_second == CLOUD_SHADOW)).mean()
+            assert (overlap_first == CLOUD).mean() > 0.1 and ((overlap_first == CLOUD) == (overlap_second == CLOUD)
+                                                               ).mean() > 0.995
+        assert agreement[0] < 0.97 and agreement[halo] >= 0.985, agreement

@@ -104,6 +104,10 @@ class MaskResult:
         valid = self.quality != FILL
         return float((self.quality[valid] == code).mean()) if valid.any() else math.nan
 
+    def cropped(self, window: tuple[slice, slice]) -> MaskResult:
+        """The mask of a part of the area it was computed on."""
+        return MaskResult(self.quality[window], self.cloud_probability[window], self.notes)
+
 
 def _percentile(values: Array, where: Mask, q: float, default: float) -> float:
     """Percentile of ``values[where]`` from an even subsample of at most about two million pixels."""

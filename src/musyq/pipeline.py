@@ -169,9 +169,10 @@ def covered_window(scene: Scene, geobox: GeoBox, margin: int = 2) -> tuple[slice
     return slice(row0, row1), slice(col0, col1)
 
 
-def toa_on_tile(
-    scene: Scene, geobox: GeoBox, options: ArdOptions
-) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.bool_], NDArray[np.float32]]:
+TileArrays = tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.bool_], NDArray[np.float32]]
+
+
+def toa_on_tile(scene: Scene, geobox: GeoBox, options: ArdOptions) -> TileArrays:
     """Reflective TOA stack, thermal brightness temperatures, the valid-data mask and the angles on ``geobox``.
 
     Bands are read, warped and calibrated ``options.threads`` at a time straight into the output stacks.
@@ -199,6 +200,19 @@ def toa_on_tile(
         for band in temperature:
             band[invalid] = np.nan
     return toa, temperature, valid, angles.values
+
+
+def with_halo(geobox: GeoBox, pixels: int) -> GeoBox:
+    """``geobox`` grown by ``pixels`` on every side, on the same grid."""
+    return GeoBox((geobox.shape.y + 2 * pixels, geobox.shape.x + 2 * pixels),
+                  geobox.affine * Affine.translation(-pixels, -pixels), geobox.crs)
+
+
+def tile_part(arrays: TileArrays, inner: tuple[slice, slice]) -> TileArrays:
+    """The ``toa_on_tile`` arrays of the tile itself, without the halo (views, not copies)."""
+    toa, temperature, valid, angles = arrays
+    return (toa[(slice(None), *inner)], None if temperature is None else temperature[(slice(None), *inner)],
+            valid[inner], angles[(slice(None), *inner)])
 
 
 def coregister_tile(scene: Scene, geobox: GeoBox, toa: NDArray[np.float32], options: ArdOptions) -> Registration:
@@ -275,6 +289,9 @@ def mask_inputs(
 
 OVERVIEW_RESOLUTION = 240.0  # metres: enough pixels for the scene's statistics, cheap to read
 WHOLE_SCENE = 0.9  # share of a scene's footprint a tile must hold to learn the thresholds from itself
+# Read around each tile for its mask: clouds below about 3 km cast shadows into the tile from there (sun
+# up to 45 degrees), and clouds cut by the tile's edge keep their shape
+MASK_HALO_M = 3000.0
 MASK_BANDS = ("blue", "green", "red", "nir", "nir08", "swir16", "swir22", "cirrus", "lwir11", "lwir")
 
 
@@ -321,7 +338,15 @@ def process_tile(
     window = covered_window(scene, geobox)
     if window is None:
         return TileResult(tile.id, item_path, skipped=True)
-    toa, temperature, valid, angles = toa_on_tile(scene, geobox[window], options)
+    # the scene is read with a halo around the tile where it has data there: its clouds cast shadows
+    # into the tile, and clouds cut by the tile's edge keep their shape
+    halo = math.ceil(MASK_HALO_M / options.resolution)
+    padded = with_halo(geobox, halo)
+    around = covered_window(scene, padded)
+    assert around is not None  # it holds the tile's covered window
+    inner = tuple(slice(w.start + halo - a.start, w.stop + halo - a.start) for w, a in zip(window, around, strict=True))
+    surroundings = toa_on_tile(scene, padded[around], options)
+    toa, temperature, valid, angles = tile_part(surroundings, (inner[0], inner[1]))
     if not valid.any():
         return TileResult(tile.id, item_path, skipped=True)
     registration = None
@@ -329,9 +354,10 @@ def process_tile(
         registration = coregister_tile(scene, geobox[window], toa, options)
         if not registration.flagged:
             # warping onto a grid moved by the offset puts each pixel's content where it belongs
-            moved = GeoBox(geobox[window].shape, geobox[window].affine * Affine.translation(
-                registration.offset_x_px, registration.offset_y_px), geobox[window].crs)
-            toa, temperature, valid, angles = toa_on_tile(scene, moved, options)
+            shift = Affine.translation(registration.offset_x_px, registration.offset_y_px)
+            moved = GeoBox(padded[around].shape, padded[around].affine * shift, padded.crs)
+            surroundings = toa_on_tile(scene, moved, options)
+            toa, temperature, valid, angles = tile_part(surroundings, (inner[0], inner[1]))
     valid_fraction = float(valid.sum() / geobox.shape.yx[0] / geobox.shape.yx[1])
 
     reflective = [s.band for s in scene.reflective_sources]
@@ -342,7 +368,8 @@ def process_tile(
     # from itself as from an overview; only tiles holding part of a scene need the overview
     covered = float(valid.sum()) * options.resolution**2 / scene.footprint.to_crs(scene.crs).area
     learnt = thresholds() if thresholds is not None and covered < WHOLE_SCENE else None
-    mask = compute_mask(inputs, options.mask.method, options.mask.cloud_buffer_m, options.mask.shadow_buffer_m, learnt)
+    mask = compute_mask(mask_inputs(scene, *surroundings, options.resolution), options.mask.method,
+                        options.mask.cloud_buffer_m, options.mask.shadow_buffer_m, learnt).cropped((inner[0], inner[1]))
     quality = mask.quality
     processing = np.where(valid, DATA, 0).astype(np.uint8)
     if registration is not None and not registration.flagged:
