@@ -45,6 +45,7 @@ MIN_VALID_SHARE = 0.9  # a window needs this much data in both images
 SHARP_PEAK = 30.0  # phase-correlation peak strength of images that look alike
 MIN_PEAK_STRENGTH = 10.0  # correlation peak over the surface's standard deviation for a tie point (noise: about 4)
 RANSAC_THRESHOLD = 0.5  # pixels
+MIN_AFFINE_POINTS = 12  # tie points an affine transform (six parameters) needs to be fitted well
 MAX_GLOBAL = 1024  # the global offset comes from at most the central 1024 x 1024 pixels
 MAX_WINDOWS = 8  # tie windows per axis at most
 EDGE_ITERATIONS = 4  # edge correlations per offset at most (each moves the image back by the estimate)
@@ -342,6 +343,7 @@ def register(reference: Image, image: Image, pixel_size: tuple[float, float], mo
         raise MusyqError("the image and the reference overlap by fewer than 32 x 32 pixels with data")
     points = tie_points(reference, image, precise=mode == Mode.local)
     notes: list[str] = []
+    fitted: AffineTransform | None = None
     if mode == Mode.local:
         if points.count < 3:
             raise MusyqError(f"only {points.count} tie points with a clear correlation: too few for an affine fit "
@@ -351,7 +353,12 @@ def register(reference: Image, image: Image, pixel_size: tuple[float, float], mo
                                 residual_threshold=RANSAC_THRESHOLD, max_trials=1000, rng=0)
         if model is None or inliers is None or inliers.sum() < 3:
             raise MusyqError("no affine transform explains three or more tie points")
-        fitted = AffineTransform.from_estimate(source[inliers], target[inliers])
+        if inliers.sum() >= MIN_AFFINE_POINTS:
+            fitted = AffineTransform.from_estimate(source[inliers], target[inliers])
+        else:
+            notes.append(f"only {int(inliers.sum())} tie points agree, too few to fit an affine transform well: "
+                         "the global offset is used")
+    if fitted is not None:
         matrix = fitted.params
         residuals = fitted(source[inliers]) - target[inliers]
         # the offset reported for the whole image is the model's at the image centre
