@@ -98,8 +98,7 @@ def mask_file(
 ) -> MaskResult:
     """Mask ``path`` and write the quality codes to ``out`` (and the cloud probability, if asked) as COGs."""
     raster = read_reflectance(path, sensor_id, scale)
-    for name, limit in (("--sun-zenith", 90.0), ("--view-zenith", 80.0)):
-        value = sun_zenith if name == "--sun-zenith" else view_zenith
+    for name, value, limit in (("--sun-zenith", sun_zenith, 90.0), ("--view-zenith", view_zenith, 80.0)):
         if not 0.0 <= value < limit:
             raise InputError(path, f"{name} {value} is outside 0..{limit:g} degrees")
     inputs = MaskInputs(raster.bands, sun_zenith, sun_azimuth, raster.pixel_size, view_zenith, view_azimuth,

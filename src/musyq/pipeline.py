@@ -344,9 +344,10 @@ def process_tile(
     padded = with_halo(geobox, halo)
     around = covered_window(scene, padded)
     assert around is not None  # it holds the tile's covered window
-    inner = tuple(slice(w.start + halo - a.start, w.stop + halo - a.start) for w, a in zip(window, around, strict=True))
+    inner = (slice(window[0].start + halo - around[0].start, window[0].stop + halo - around[0].start),
+             slice(window[1].start + halo - around[1].start, window[1].stop + halo - around[1].start))
     surroundings = toa_on_tile(scene, padded[around], options)
-    toa, temperature, valid, angles = tile_part(surroundings, (inner[0], inner[1]))
+    toa, temperature, valid, angles = tile_part(surroundings, inner)
     if not valid.any():
         return TileResult(tile.id, item_path, skipped=True)
     registration = None
@@ -357,7 +358,7 @@ def process_tile(
             shift = Affine.translation(registration.offset_x_px, registration.offset_y_px)
             moved = GeoBox(padded[around].shape, padded[around].affine * shift, padded.crs)
             surroundings = toa_on_tile(scene, moved, options)
-            toa, temperature, valid, angles = tile_part(surroundings, (inner[0], inner[1]))
+            toa, temperature, valid, angles = tile_part(surroundings, inner)
     valid_fraction = float(valid.sum() / geobox.shape.yx[0] / geobox.shape.yx[1])
 
     reflective = [s.band for s in scene.reflective_sources]
@@ -369,7 +370,7 @@ def process_tile(
     covered = float(valid.sum()) * options.resolution**2 / scene.footprint.to_crs(scene.crs).area
     learnt = thresholds() if thresholds is not None and covered < WHOLE_SCENE else None
     mask = compute_mask(mask_inputs(scene, *surroundings, options.resolution), options.mask.method,
-                        options.mask.cloud_buffer_m, options.mask.shadow_buffer_m, learnt).cropped((inner[0], inner[1]))
+                        options.mask.cloud_buffer_m, options.mask.shadow_buffer_m, learnt).cropped(inner)
     quality = mask.quality
     processing = np.where(valid, DATA, 0).astype(np.uint8)
     if registration is not None and not registration.flagged:

@@ -39,6 +39,5 @@ def show(
     table = Table("surface", "band", "to", "slope", "offset", "R²", "RMSE", "RMSE held out", "origin")
     for fit in fits:
         table.add_row(fit.surface, fit.source_band, fit.target_band, f"{fit.slope:.4f}", f"{fit.offset:+.4f}",
-                      f"{fit.r2:.5f}",
-                      f"{fit.rmse:.4f}", f"{fit.rmse_holdout:.4f}", fit.origin)
+                      f"{fit.r2:.5f}", f"{fit.rmse:.4f}", f"{fit.rmse_holdout:.4f}", fit.origin)
     Console().print(table)

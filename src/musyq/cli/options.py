@@ -12,7 +12,8 @@ import typer
 from rasterio.errors import NotGeoreferencedWarning
 from rich.console import Console
 
-from musyq.cloudmask import MaskMethod
+from musyq.cloudmask import METHODS, MaskMethod
+from musyq.coregister import DEFAULT_MAX_RMSE
 from musyq.errors import MusyqError
 from musyq.readers import StackOptions
 from musyq.sensors import resolve_sensor_id
@@ -78,9 +79,9 @@ def atmosphere_options(
 
 MaskMethodOption = typer.Option(MaskMethod.musyq, "--mask-method", help="Cloud-mask method.")
 CloudBufferOption = typer.Option(None, "--cloud-buffer", help="Grow clouds by this many metres "
-                                 "(default: the method's own; musyq 0).")
+                                 f"(default: the method's own; musyq {METHODS[MaskMethod.musyq].cloud_buffer_m:g}).")
 ShadowBufferOption = typer.Option(None, "--shadow-buffer", help="Grow cloud shadows by this many metres "
-                                  "(default: the method's own; musyq 30).")
+                                  f"(default: the method's own; musyq {METHODS[MaskMethod.musyq].shadow_buffer_m:g}).")
 
 
 NbarOption = typer.Option(True, "--nbar/--no-nbar", help="Normalize surface reflectance to nadir view and the HLS "
@@ -93,8 +94,8 @@ CoregisterOption = typer.Option(None, "--coregister-to", help="Reference raster 
                                 "moved onto it by the global sub-pixel offset of the shared band.")
 CoregisterBandOption = typer.Option("nir", "--coregister-band", help="Band the scene and the reference share "
                                     "(its description in the reference).")
-CoregisterRmseOption = typer.Option(0.8, "--coregister-max-rmse", help="Tiles whose tie-point residual RMSE is "
-                                    "above this many pixels are flagged and left where they are.")
+CoregisterRmseOption = typer.Option(DEFAULT_MAX_RMSE, "--coregister-max-rmse", help="Tiles whose tie-point "
+                                    "residual RMSE is above this many pixels are flagged and left where they are.")
 
 
 BandpassOption = typer.Option("L8_OLI", "--bandpass-to", help="Adjust the surface reflectance to this sensor's "
