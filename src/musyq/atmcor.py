@@ -128,7 +128,9 @@ def scattering(
                            * wz[:, None, :]).sum(axis=(-2, -1)))
 
     height = height_km.reshape(-1)
-    path = four_d(table.path[b, m], ia, wa)
+    path = (four_d(table.smooth_path[b, m], ia, wa)
+            + table.single_scattering(b, m, aot.reshape(-1), sun_zenith.reshape(-1), view_zenith.reshape(-1),
+                                      relative_azimuth.reshape(-1)))
     rayleigh = four_d(table.rayleigh[b, m], ia, wa)
     down = two_d(table.transmittance[b, m], ia, wa, iz_s, wz_s)
     up = two_d(table.transmittance[b, m], ia, wa, iz_v, wz_v)

@@ -1,6 +1,6 @@
 """Atmospheric lookup tables from 6S, per sensor band.
 
-The build has two parts, chosen to keep the number of 6S runs near 32,000:
+The build has three parts, chosen to keep the number of 6S runs near 30,000:
 
 * **Scattering** (path reflectance, its Rayleigh part, diffuse + direct transmittance, spherical
   albedo) is smooth in wavelength. 6S itself computes it at fixed reference wavelengths and
@@ -8,6 +8,12 @@ The build has two parts, chosen to keep the number of 6S runs near 32,000:
   wavelengths over aerosol optical depth, sun and view zenith and relative azimuth, for each
   aerosol model. Path reflectance is reciprocal in sun and view zenith, which halves the runs.
   It does not depend on the sensor and is built once.
+* **Aerosol single scattering** carries the sharp features of the aerosol phase function (the
+  maritime rainbow near 145 degrees, the glory at 180) that fall between zenith nodes. The table
+  holds, along the scattering angle, the reflectance of a thin aerosol layer scaled to unit optical
+  depth at 550 nm and overhead sun and view: single-scattering albedo times relative extinction
+  times the phase function as 6S resolves it. Correction interpolates the path reflectance less
+  this single scattering and adds it back at each pixel's own scattering angle.
 * **Gaseous transmittance** varies line by line, so it is taken from band-integrated 6S runs per
   band, as a function of absorber path (amount times air mass): water vapour, ozone, and the
   well-mixed gases as a function of air mass alone.
@@ -43,8 +49,10 @@ from .sensors import Sensor, get_sensor, solar_spectrum, spectral_response
 AEROSOL_MODELS = ("continental", "maritime")
 WAVELENGTHS_UM = (0.400, 0.443, 0.488, 0.550, 0.670, 0.760, 0.860, 1.240, 1.650, 1.950, 2.250)
 AOT550 = (0.0, 0.1, 0.25, 0.45, 0.7, 1.0, 1.5)
-ZENITH = (0.0, 6.0, 12.0, 24.0, 36.0, 47.0, 57.0, 66.0, 74.0)
+ZENITH = (0.0, 12.0, 24.0, 36.0, 47.0, 57.0, 66.0, 74.0)
 AZIMUTH = (0.0, 45.0, 90.0, 135.0, 180.0)
+SCATTERING_ANGLE = tuple(float(a) for a in range(30, 181))  # sun and view up to 75 degrees
+THIN_AOT = 0.02  # aerosol optical depth of the single-scattering runs
 # Band-run design for the gas curves: one-way air masses and absorber paths per run; each run
 # also yields the two-way values at twice the path.
 GAS_AIR_MASS = (1.0, 1.15, 1.35, 1.6, 1.9, 2.3, 2.8, 3.5)
@@ -92,6 +100,68 @@ def _geometries() -> list[tuple[int, int, int]]:
     return nodes
 
 
+def _cached_runs(
+    cache_file: Path, cases: list[sixs.Case], row: Callable[[sixs.Result, sixs.Case], tuple[float, float]],
+    workers: int, tick: Callable[[], None] | None,
+) -> Array:
+    """``row`` of each case's 6S result; kept in ``cache_file`` with the cases' angles and aerosol, so a rerun
+    on the same grid runs nothing and one on a changed grid runs again."""
+    key = np.array([(c.sun_zenith, c.view_zenith, c.relative_azimuth, c.aot550) for c in cases])
+    if cache_file.exists():
+        with np.load(cache_file) as cached:
+            if np.array_equal(cached["cases"], key):
+                if tick is not None:
+                    for _ in cases:
+                        tick()
+                return np.asarray(cached["rows"], dtype=np.float64)
+    results = run_at_reference_wavelengths(cases, workers, tick)
+    rows = np.array([row(r, c) for r, c in zip(results, cases, strict=True)])
+    partial = cache_file.with_suffix(".partial.npz")
+    np.savez(partial, cases=key, rows=rows)
+    os.replace(partial, cache_file)
+    return rows
+
+
+def _phase_rows(
+    cache_file: Path, model: str, wavelength: float, workers: int, tick: Callable[[], None] | None
+) -> Array:
+    """(single-scattering phase product, extinction relative to 550 nm) along ``SCATTERING_ANGLE``.
+
+    Sun and view share a zenith, on opposite sides, so the scattering angle is 180 minus twice it.
+    """
+    cases = [sixs.Case((180.0 - angle) / 2, (180.0 - angle) / 2, 180.0, THIN_AOT, model, wavelength_um=wavelength)
+             for angle in SCATTERING_ANGLE]
+
+    def row(result: sixs.Result, case: sixs.Case) -> tuple[float, float]:
+        mu = float(np.cos(np.radians(case.sun_zenith)))
+        return result.aerosol_reflectance * 4 * mu * mu / THIN_AOT, result.aerosol_optical_depth / THIN_AOT
+
+    return _cached_runs(cache_file, cases, row, workers, tick)
+
+
+def scattering_angle(sun_zenith: ArrayLike, view_zenith: ArrayLike, relative_azimuth: ArrayLike) -> Array:
+    """Degrees; 6S's relative azimuth 0 puts the sun behind the sensor (backscatter)."""
+    sun, view, azimuth = (np.radians(np.asarray(v, dtype=np.float64)) for v in (sun_zenith, view_zenith,
+                                                                              relative_azimuth))
+    cosine = -np.cos(sun) * np.cos(view) - np.sin(sun) * np.sin(view) * np.cos(azimuth)
+    return np.asarray(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def aerosol_single_scattering(
+    phase: Array, extinction_ratio: float, aot550: ArrayLike, sun_zenith: ArrayLike, view_zenith: ArrayLike,
+    relative_azimuth: ArrayLike,
+) -> Array:
+    """Single-scattering reflectance of a homogeneous aerosol layer, omega P (1 - e^(-tau M)) / 4 (mu_s + mu_v).
+
+    ``phase`` is the table's phase product (omega times relative extinction times P) along
+    ``SCATTERING_ANGLE``.
+    """
+    mu_s, mu_v = np.cos(np.radians(sun_zenith)), np.cos(np.radians(view_zenith))
+    product = np.interp(scattering_angle(sun_zenith, view_zenith, relative_azimuth), SCATTERING_ANGLE, phase)
+    depth = extinction_ratio * np.asarray(aot550) * (1 / mu_s + 1 / mu_v)
+    return np.asarray(product / extinction_ratio * -np.expm1(-depth) / (4 * (mu_s + mu_v)))
+
+
 @dataclass(frozen=True)
 class ScatteringTable:
     """Monochromatic 6S scattering quantities at the reference wavelengths.
@@ -106,6 +176,8 @@ class ScatteringTable:
     spherical_albedo: Array
     elevated_transmittance: Array  # (model, wavelength, elevation, aot, zenith)
     elevated_spherical_albedo: Array  # (model, wavelength, elevation, aot)
+    aerosol_phase: Array  # (model, wavelength, scattering angle): see ``_phase_rows``
+    extinction_ratio: Array  # (model, wavelength)
 
 
 def _elevated_rows(
@@ -113,21 +185,11 @@ def _elevated_rows(
 ) -> Array:
     """(T_down, spherical albedo) per (aot, zenith) for a target above sea level: the diffuse
     quantities, where aerosol and molecules do not add up, from 6S itself."""
-    if cache_file.exists():
-        rows = np.load(cache_file)
-        if tick is not None:
-            for _ in range(rows.shape[0] * rows.shape[1]):
-                tick()
-        return np.asarray(rows, dtype=np.float64)
     cases = [sixs.Case(zenith, zenith, 0.0, aot, model, elevation_km=elevation, wavelength_um=wavelength)
              for aot in AOT550 for zenith in ZENITH]
-    results = run_at_reference_wavelengths(cases, workers, tick)
-    rows = np.array([(r.scattering_transmittance[0], r.spherical_albedo) for r in results])
-    rows = rows.reshape(len(AOT550), len(ZENITH), 2)
-    partial = cache_file.with_suffix(".partial.npy")
-    np.save(partial, rows)
-    os.replace(partial, cache_file)
-    return rows
+    rows = _cached_runs(cache_file, cases, lambda r, _: (r.scattering_transmittance[0], r.spherical_albedo),
+                        workers, tick)
+    return rows.reshape(len(AOT550), len(ZENITH), 2)
 
 
 def _slice_rows(
@@ -189,9 +251,14 @@ def build_scattering(
     for m, model in enumerate(AEROSOL_MODELS):
         for w, wavelength in enumerate(WAVELENGTHS_UM):
             for e, elevation in enumerate(ELEVATION_KM):
-                cache_file = cache_dir / f"elevated_{model}_{wavelength:.3f}_{elevation:.1f}.npy"
+                cache_file = cache_dir / f"elevated_{model}_{wavelength:.3f}_{elevation:.1f}.npz"
                 elevated[m, w, e] = _elevated_rows(cache_file, model, wavelength, elevation, workers, tick)
-    return ScatteringTable(path, rayleigh, transmittance, albedo, elevated[..., 0], elevated[..., 1].mean(axis=-1))
+    phase = np.zeros((len(AEROSOL_MODELS), len(WAVELENGTHS_UM), len(SCATTERING_ANGLE), 2))
+    for m, model in enumerate(AEROSOL_MODELS):
+        for w, wavelength in enumerate(WAVELENGTHS_UM):
+            phase[m, w] = _phase_rows(cache_dir / f"phase_{model}_{wavelength:.3f}.npz", model, wavelength, workers, tick)
+    return ScatteringTable(path, rayleigh, transmittance, albedo, elevated[..., 0], elevated[..., 1].mean(axis=-1),
+                           phase[..., 0], phase[..., 1].mean(axis=-1))
 
 
 SCATTERING_FILE = "scattering.npz"
@@ -200,14 +267,16 @@ SCATTERING_FILE = "scattering.npz"
 def _grid() -> dict[str, Array]:
     return {"aerosol_models": np.array(AEROSOL_MODELS), "wavelengths_um": np.array(WAVELENGTHS_UM),
             "aot550": np.array(AOT550), "zenith": np.array(ZENITH), "azimuth": np.array(AZIMUTH),
-            "pressure_ratio": np.array(PRESSURE_RATIO), "elevation_km": np.array(ELEVATION_KM)}
+            "pressure_ratio": np.array(PRESSURE_RATIO), "elevation_km": np.array(ELEVATION_KM),
+            "scattering_angle": np.array(SCATTERING_ANGLE)}
 
 
 def save_scattering(table: ScatteringTable, folder: Path) -> None:
     """Keep the sensor-independent table beside the band tables, so a new sensor needs only its gas runs."""
     arrays = {"path": table.path, "rayleigh": table.rayleigh, "transmittance": table.transmittance,
               "spherical_albedo": table.spherical_albedo, "elevated_transmittance": table.elevated_transmittance,
-              "elevated_spherical_albedo": table.elevated_spherical_albedo}
+              "elevated_spherical_albedo": table.elevated_spherical_albedo, "aerosol_phase": table.aerosol_phase,
+              "extinction_ratio": table.extinction_ratio}
     _save(folder / SCATTERING_FILE, _grid() | {k: v.astype(np.float32) for k, v in arrays.items()})
 
 
@@ -217,11 +286,11 @@ def load_scattering(folder: Path) -> ScatteringTable | None:
     if not path.exists():
         return None
     with np.load(path) as data:
-        if any(not np.array_equal(data[k], v) for k, v in _grid().items()):
+        if any(k not in data.files or not np.array_equal(data[k], v) for k, v in _grid().items()):
             return None
         return ScatteringTable(*(data[k].astype(np.float64) for k in (
             "path", "rayleigh", "transmittance", "spherical_albedo", "elevated_transmittance",
-            "elevated_spherical_albedo")))
+            "elevated_spherical_albedo", "aerosol_phase", "extinction_ratio")))
 
 
 def _save(path: Path, arrays: dict[str, Array]) -> None:
@@ -234,7 +303,7 @@ def _save(path: Path, arrays: dict[str, Array]) -> None:
 
 def scattering_run_count() -> int:
     slices = len(AEROSOL_MODELS) * len(WAVELENGTHS_UM)
-    return slices * len(AOT550) * (len(_geometries()) + len(ELEVATION_KM) * len(ZENITH))
+    return slices * (len(AOT550) * (len(_geometries()) + len(ELEVATION_KM) * len(ZENITH)) + len(SCATTERING_ANGLE))
 
 
 def _loglog_weights(wavelength_um: Array) -> tuple[NDArray[np.intp], Array]:
@@ -357,6 +426,8 @@ def build_band_table(sensor_id: str, scattering: ScatteringTable, gas: dict[str,
         "rayleigh": np.moveaxis(scattering.rayleigh, 1, -1),
         "transmittance": np.moveaxis(scattering.transmittance, 1, -1),
         "spherical_albedo": np.moveaxis(scattering.spherical_albedo, 1, -1),
+        "aerosol_phase": np.moveaxis(scattering.aerosol_phase, 1, -1),
+        "extinction_ratio": scattering.extinction_ratio,
     }
     table: dict[str, Array] = {}
     weights = [srf.of(str(b)) * irradiance for b in gas["bands"]]
@@ -406,6 +477,20 @@ class BandTable:
     elevation_km: Array
     elevated_transmittance: Array  # (band, model, elevation, aot, zenith)
     elevated_spherical_albedo: Array  # (band, model, elevation, aot)
+    scattering_angle: Array
+    aerosol_phase: Array  # (band, model, scattering angle)
+    extinction_ratio: Array  # (band, model)
+    smooth_path: Array  # path less the aerosol's single scattering: what the correction interpolates
+
+    def single_scattering(
+        self, b: int, m: int, aot550: ArrayLike, sun_zenith: ArrayLike, view_zenith: ArrayLike,
+        relative_azimuth: ArrayLike,
+    ) -> Array:
+        """The single scattering the correction adds back, inside the table's range like the rest of the path."""
+        aot = np.clip(aot550, self.aot550[0], self.aot550[-1])
+        sun, view = (np.minimum(z, self.zenith[-1]) for z in (sun_zenith, view_zenith))
+        return aerosol_single_scattering(self.aerosol_phase[b, m], float(self.extinction_ratio[b, m]), aot, sun, view,
+                                         relative_azimuth)
 
     def index(self, band: str) -> int:
         try:
@@ -444,6 +529,14 @@ def load_table(sensor_id: str, folder: Path | None = None) -> BandTable:
     with np.load(io.BytesIO(path.read_bytes())) as data:
         if not np.allclose(data["azimuth"], 180.0 - data["azimuth"][::-1]):
             raise MusyqError(f"{path}: the azimuth grid must be symmetric about 90 degrees")
+        if "aerosol_phase" not in data.files or not np.array_equal(data["scattering_angle"], SCATTERING_ANGLE):
+            raise MusyqError(f"{path} predates this version of musyq; rebuild it with: musyq lut build "
+                             f"--sensor {sensor.id} --rebuild-scattering")
+        path_reflectance = data["path"].astype(np.float64)
+        phase, ratio = data["aerosol_phase"].astype(np.float64), data["extinction_ratio"].astype(np.float64)
+        nodes = np.meshgrid(data["aot550"], data["zenith"], data["zenith"], data["azimuth"], indexing="ij")
+        single = np.array([[aerosol_single_scattering(phase[b, m], ratio[b, m], *nodes)
+                            for m in range(phase.shape[1])] for b in range(phase.shape[0])])
         return BandTable(
             sensor_id=sensor.id,
             bands=tuple(str(b) for b in data["bands"]),
@@ -452,7 +545,7 @@ def load_table(sensor_id: str, folder: Path | None = None) -> BandTable:
             aot550=data["aot550"].astype(np.float64),
             zenith=data["zenith"].astype(np.float64),
             azimuth=data["azimuth"].astype(np.float64),
-            path=data["path"].astype(np.float64),
+            path=path_reflectance,
             rayleigh=data["rayleigh"].astype(np.float64),
             transmittance=data["transmittance"].astype(np.float64),
             spherical_albedo=data["spherical_albedo"].astype(np.float64),
@@ -464,5 +557,9 @@ def load_table(sensor_id: str, folder: Path | None = None) -> BandTable:
             elevation_km=data["elevation_km"].astype(np.float64),
             elevated_transmittance=data["elevated_transmittance"].astype(np.float64),
             elevated_spherical_albedo=data["elevated_spherical_albedo"].astype(np.float64),
+            scattering_angle=data["scattering_angle"].astype(np.float64),
+            aerosol_phase=phase,
+            extinction_ratio=ratio,
+            smooth_path=path_reflectance - single,
         )
 

@@ -57,7 +57,8 @@ class RoundTrip:
 
 
 def random_cases(
-    sensor_id: str, count: int, seed: int, max_elevation_km: float = 0.0, bands: tuple[str, ...] | None = None
+    sensor_id: str, count: int, seed: int, max_elevation_km: float = 0.0, bands: tuple[str, ...] | None = None,
+    max_view_zenith: float = 12.0,
 ) -> list[tuple[str, sixs.Case]]:
     """(band, case) pairs spread over the table's bands and the ranges the correction must cover."""
     rng = np.random.default_rng(seed)
@@ -68,7 +69,7 @@ def random_cases(
     for n in range(count):
         band = surface_bands[n % len(surface_bands)]
         case = sixs.Case(
-            sun_zenith=float(rng.uniform(0, 70)), view_zenith=float(rng.uniform(0, 12)),
+            sun_zenith=float(rng.uniform(0, 70)), view_zenith=float(rng.uniform(0, max_view_zenith)),
             relative_azimuth=float(rng.uniform(0, 180)), aot550=float(rng.uniform(0, 0.8)),
             aerosol_model=str(rng.choice(table.aerosol_models)), water_vapour=float(rng.uniform(0.2, 5.0)),
             ozone=float(rng.uniform(0.2, 0.5)), surface_reflectance=float(rng.uniform(0, 0.6)),
@@ -103,14 +104,14 @@ def vapour_above_target(table: BandTable, band: str, case: sixs.Case, result: si
 
 def round_trip(
     sensor_id: str, count: int, seed: int = 1, workers: int = 2, max_elevation_km: float = 0.0,
-    bands: tuple[str, ...] | None = None,
+    bands: tuple[str, ...] | None = None, max_view_zenith: float = 12.0,
 ) -> RoundTrip:
     """Simulate ``count`` random cases with 6S and invert each with the packaged table.
 
     Above sea level musyq is given the vapour column above the target that matches 6S's
     (``vapour_above_target``).
     """
-    pairs = random_cases(sensor_id, count, seed, max_elevation_km, bands)
+    pairs = random_cases(sensor_id, count, seed, max_elevation_km, bands, max_view_zenith)
     results = sixs.run_many([case for _, case in pairs], workers)
     table = load_table(sensor_id)
     retrieved = []

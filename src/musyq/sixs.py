@@ -58,6 +58,8 @@ class Result:
     path_reflectance: float
     scattering_transmittance: tuple[float, float, float]
     spherical_albedo: float
+    aerosol_reflectance: float = 0.0  # of the aerosol alone, without molecules
+    aerosol_optical_depth: float = 0.0
     gas_transmittance: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
@@ -114,6 +116,7 @@ def parse_output(text: str) -> Result:
     if apparent is None:
         raise MusyqError("6S output has no apparent reflectance; the run failed:\n" + text[-2000:])
     reflectance = _row(text, "reflectance I ")
+    optical_depth = _row(text, "optical depth total")
     gases = {gas: _row(text, f"{gas} ") for gas in GASES}
     return Result(
         apparent_reflectance=float(apparent[1]),
@@ -121,6 +124,8 @@ def parse_output(text: str) -> Result:
         path_reflectance=reflectance[2],
         scattering_transmittance=_row(text, "total  sca."),
         spherical_albedo=_row(text, "spherical albedo")[2],
+        aerosol_reflectance=reflectance[1],
+        aerosol_optical_depth=optical_depth[1],
         gas_transmittance=gases,
     )
 

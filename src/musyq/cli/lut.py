@@ -70,11 +70,14 @@ def check(
     seed: int = typer.Option(1, "--seed"),
     max_elevation: float = typer.Option(0.0, "--max-elevation", help="Spread the targets from sea level to this "
                                         "height (km)."),
+    max_view: float = typer.Option(12.0, "--max-view", help="Spread the view zenith from nadir to this angle "
+                                   "(degrees): 12 for Sentinel-2 and Landsat, about 35 for Gaofen WFV, 65 for MODIS."),
     workers: int = typer.Option(2, "--workers", "-j"),
 ) -> None:
     """Simulate random cases with band-integrated 6S and report how well the table inverts them."""
     with user_errors():
-        report = round_trip(get_sensor(sensor).id, cases, seed=seed, workers=workers, max_elevation_km=max_elevation)
+        report = round_trip(get_sensor(sensor).id, cases, seed=seed, workers=workers, max_elevation_km=max_elevation,
+                            max_view_zenith=max_view)
     table = Table("band", "cases", "mean error", "max |error| (AOT<=0.5)", "max |error| (AOT>0.5)")
     for band, errors in report.by_band().items():
         table.add_row(band, str(errors.count), f"{errors.mean:+.5f}", f"{errors.worst(errors.low_aerosol):.5f}",
