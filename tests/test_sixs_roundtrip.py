@@ -69,7 +69,7 @@ def test_targets_above_sea_level() -> None:
 
     Ignoring the height leaves errors near 0.018; the pressure-scaled molecular path reflectance,
     6S's own transmittance and spherical albedo at 2 and 4 km, and the vapour column above the
-    target bring all 24 cases within the sea-level 0.002 (worst 0.0019).
+    target bring all 24 cases within the sea-level 0.002 (worst 0.0017).
     """
     report = round_trip("S2A_MSI", 24, seed=11, workers=2, max_elevation_km=3.0, bands=("B02", "B03", "B04"))
     worst = float(np.abs(report.error).max())
@@ -87,16 +87,17 @@ def test_vapour_bands_above_sea_level() -> None:
     report = round_trip("S2A_MSI", 24, seed=5, workers=2, max_elevation_km=3.0, bands=("B05", "B8A", "B11", "B12"))
     worst = float(np.abs(report.error).max())
     print(f"\nvapour bands up to 3 km: max |error| {worst:.5f}, rms {np.sqrt(np.mean(report.error**2)):.5f}")
-    assert worst < 0.002  # measured 0.0011
+    assert worst < 0.002  # measured 0.0012
 
 
 def test_high_plateau_targets() -> None:
     """Targets at 0-6 km (the Tibetan plateau, where Gaofen images), with 6S runs at 2, 4 and 6 km.
 
-    Up to AOD 0.5 the worst error is 0.0022 (without the 6 km runs it reached 0.0054 at 4.5-5 km);
+    Up to AOD 0.5 the worst error is 0.0024 (without the 6 km runs it reached 0.0054 at 4.5-5 km);
     an AOD of 0.74 above a 4.9 km target, rare in nature, leaves 0.0071.
     """
     report = round_trip("S2A_MSI", 16, seed=17, workers=2, max_elevation_km=6.0, bands=("B02", "B03", "B04", "B11"))
     errors = np.abs(report.error)
-    print(f"\ntargets up to 6 km: max |error| {errors.max():.5f}, rms {np.sqrt(np.mean(report.error**2)):.5f}")
+    print(f"\ntargets up to 6 km: max |error| {errors.max():.5f} ({errors[report.aot550 <= 0.5].max():.5f} up to AOD "
+          f"0.5), rms {np.sqrt(np.mean(report.error**2)):.5f}")
     assert errors[report.aot550 <= 0.5].max() < 0.0025 and errors.max() < 0.008
