@@ -36,7 +36,8 @@ def test_lut_build_reproduces_the_shipped_table(tmp_path: Path) -> None:
     ours, packaged = load_table("GF1_WFV1", out), load_table("GF1_WFV1")
     assert ours.bands == packaged.bands == ("B1", "B2", "B3", "B4")
     for name in ("path", "rayleigh", "transmittance", "spherical_albedo", "gas_water", "gas_ozone", "gas_mixed",
-                 "molecular_path", "elevated_transmittance", "elevated_spherical_albedo"):
+                 "molecular_path", "elevated_transmittance", "elevated_spherical_albedo", "aerosol_phase",
+                 "extinction_ratio"):
         np.testing.assert_allclose(getattr(ours, name), getattr(packaged, name), rtol=1e-6, err_msg=name)
     # blue scatters more than NIR; transmittance falls with sun zenith; vapour absorbs in the NIR band only
     assert (ours.path[0][:, 0] > ours.path[3][:, 0]).all()  # molecular scattering falls as 1/wavelength^4
@@ -71,3 +72,23 @@ def test_runs_below_the_reference_wavelengths_give_6s_values_on_them() -> None:
         assert (fast.path_reflectance, fast.rayleigh_reflectance, fast.scattering_transmittance,
                 fast.spherical_albedo) == (exact.path_reflectance, exact.rayleigh_reflectance,
                                            exact.scattering_transmittance, exact.spherical_albedo), case
+
+
+def test_single_scattering_table_carries_the_aerosol_optics() -> None:
+    """The thin-aerosol runs give what Mie theory says of 6S's models: extinction relative to 550 nm
+    falling with wavelength, steeper for the small continental particles, and at 670 nm the large sea-salt
+    particles' rainbow, a steep rise of the phase function from 130 to 150 degrees that levels off beyond."""
+    with np.load(table_path("S2A_MSI").parent / "scattering.npz") as data:
+        assert np.array_equal(data["wavelengths_um"], WAVELENGTHS_UM)
+        angles, ratio, phase = list(data["scattering_angle"]), data["extinction_ratio"], data["aerosol_phase"]
+    continental, maritime = AEROSOL_MODELS.index("continental"), AEROSOL_MODELS.index("maritime")
+    np.testing.assert_allclose(ratio[:, WAVELENGTHS_UM.index(0.55)], 1.0, atol=1e-3)
+    assert (np.diff(ratio, axis=-1) < 0).all()
+    assert ratio[continental, 0] / ratio[continental, -1] > 2 * ratio[maritime, 0] / ratio[maritime, -1]
+    red = WAVELENGTHS_UM.index(0.67)
+
+    def rise(model: int, start: float, end: float) -> float:
+        return float(phase[model, red, angles.index(end)] / phase[model, red, angles.index(start)])
+
+    assert rise(maritime, 130, 150) > 2.0 and rise(maritime, 150, 160) < 1.15
+    assert rise(continental, 130, 150) < 1.3

@@ -1,6 +1,6 @@
 """Atmospheric lookup tables from 6S, per sensor band.
 
-The build has three parts, chosen to keep the number of 6S runs near 30,000:
+The build has three parts, chosen to keep the number of 6S runs near 26,000:
 
 * **Scattering** (path reflectance, its Rayleigh part, diffuse + direct transmittance, spherical
   albedo) is smooth in wavelength. 6S itself computes it at fixed reference wavelengths and
@@ -48,7 +48,7 @@ from .sensors import Sensor, get_sensor, solar_spectrum, spectral_response
 
 AEROSOL_MODELS = ("continental", "maritime")
 WAVELENGTHS_UM = (0.400, 0.443, 0.488, 0.550, 0.670, 0.760, 0.860, 1.240, 1.650, 1.950, 2.250)
-AOT550 = (0.0, 0.1, 0.25, 0.45, 0.7, 1.0, 1.5)
+AOT550 = (0.0, 0.25, 0.45, 0.7, 1.0, 1.5)
 ZENITH = (0.0, 12.0, 24.0, 36.0, 47.0, 57.0, 66.0, 74.0)
 AZIMUTH = (0.0, 45.0, 90.0, 135.0, 180.0)
 SCATTERING_ANGLE = tuple(float(a) for a in range(30, 181))  # sun and view up to 75 degrees
@@ -148,16 +148,16 @@ def scattering_angle(sun_zenith: ArrayLike, view_zenith: ArrayLike, relative_azi
 
 
 def aerosol_single_scattering(
-    phase: Array, extinction_ratio: float, aot550: ArrayLike, sun_zenith: ArrayLike, view_zenith: ArrayLike,
-    relative_azimuth: ArrayLike,
+    angles: Array, phase: Array, extinction_ratio: float, aot550: ArrayLike, sun_zenith: ArrayLike,
+    view_zenith: ArrayLike, relative_azimuth: ArrayLike,
 ) -> Array:
     """Single-scattering reflectance of a homogeneous aerosol layer, omega P (1 - e^(-tau M)) / 4 (mu_s + mu_v).
 
-    ``phase`` is the table's phase product (omega times relative extinction times P) along
-    ``SCATTERING_ANGLE``.
+    ``phase`` is the table's phase product (omega times relative extinction times P) at the
+    scattering ``angles``.
     """
     mu_s, mu_v = np.cos(np.radians(sun_zenith)), np.cos(np.radians(view_zenith))
-    product = np.interp(scattering_angle(sun_zenith, view_zenith, relative_azimuth), SCATTERING_ANGLE, phase)
+    product = np.interp(scattering_angle(sun_zenith, view_zenith, relative_azimuth), angles, phase)
     depth = extinction_ratio * np.asarray(aot550) * (1 / mu_s + 1 / mu_v)
     return np.asarray(product / extinction_ratio * -np.expm1(-depth) / (4 * (mu_s + mu_v)))
 
@@ -489,8 +489,8 @@ class BandTable:
         """The single scattering the correction adds back, inside the table's range like the rest of the path."""
         aot = np.clip(aot550, self.aot550[0], self.aot550[-1])
         sun, view = (np.minimum(z, self.zenith[-1]) for z in (sun_zenith, view_zenith))
-        return aerosol_single_scattering(self.aerosol_phase[b, m], float(self.extinction_ratio[b, m]), aot, sun, view,
-                                         relative_azimuth)
+        return aerosol_single_scattering(self.scattering_angle, self.aerosol_phase[b, m],
+                                         float(self.extinction_ratio[b, m]), aot, sun, view, relative_azimuth)
 
     def index(self, band: str) -> int:
         try:
@@ -529,13 +529,14 @@ def load_table(sensor_id: str, folder: Path | None = None) -> BandTable:
     with np.load(io.BytesIO(path.read_bytes())) as data:
         if not np.allclose(data["azimuth"], 180.0 - data["azimuth"][::-1]):
             raise MusyqError(f"{path}: the azimuth grid must be symmetric about 90 degrees")
-        if "aerosol_phase" not in data.files or not np.array_equal(data["scattering_angle"], SCATTERING_ANGLE):
+        if "aerosol_phase" not in data.files:
             raise MusyqError(f"{path} predates this version of musyq; rebuild it with: musyq lut build "
                              f"--sensor {sensor.id} --rebuild-scattering")
         path_reflectance = data["path"].astype(np.float64)
         phase, ratio = data["aerosol_phase"].astype(np.float64), data["extinction_ratio"].astype(np.float64)
         nodes = np.meshgrid(data["aot550"], data["zenith"], data["zenith"], data["azimuth"], indexing="ij")
-        single = np.array([[aerosol_single_scattering(phase[b, m], ratio[b, m], *nodes)
+        angles = data["scattering_angle"].astype(np.float64)
+        single = np.array([[aerosol_single_scattering(angles, phase[b, m], ratio[b, m], *nodes)
                             for m in range(phase.shape[1])] for b in range(phase.shape[0])])
         return BandTable(
             sensor_id=sensor.id,
@@ -557,7 +558,7 @@ def load_table(sensor_id: str, folder: Path | None = None) -> BandTable:
             elevation_km=data["elevation_km"].astype(np.float64),
             elevated_transmittance=data["elevated_transmittance"].astype(np.float64),
             elevated_spherical_albedo=data["elevated_spherical_albedo"].astype(np.float64),
-            scattering_angle=data["scattering_angle"].astype(np.float64),
+            scattering_angle=angles,
             aerosol_phase=phase,
             extinction_ratio=ratio,
             smooth_path=path_reflectance - single,
