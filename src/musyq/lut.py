@@ -101,25 +101,32 @@ def _geometries() -> list[tuple[int, int, int]]:
 
 
 def _cached_runs(
-    cache_file: Path, cases: list[sixs.Case], row: Callable[[sixs.Result, sixs.Case], tuple[float, float]],
+    cache_file: Path, cases: list[sixs.Case], row: Callable[[sixs.Result, sixs.Case], tuple[float, ...]],
     workers: int, tick: Callable[[], None] | None,
 ) -> Array:
-    """``row`` of each case's 6S result; kept in ``cache_file`` with the cases' angles and aerosol, so a rerun
-    on the same grid runs nothing and one on a changed grid runs again."""
-    key = np.array([(c.sun_zenith, c.view_zenith, c.relative_azimuth, c.aot550) for c in cases])
+    """``row`` of each case's 6S result.
+
+    Finished runs are kept in ``cache_file`` with the cases' angles and aerosol, so a rerun, or a build
+    on a changed grid, runs only the cases it has not seen.
+    """
+    keys = [tuple(round(v, 6) for v in (c.sun_zenith, c.view_zenith, c.relative_azimuth, c.aot550)) for c in cases]
+    known: dict[tuple[float, ...], Array] = {}
     if cache_file.exists():
         with np.load(cache_file) as cached:
-            if np.array_equal(cached["cases"], key):
-                if tick is not None:
-                    for _ in cases:
-                        tick()
-                return np.asarray(cached["rows"], dtype=np.float64)
-    results = run_at_reference_wavelengths(cases, workers, tick)
-    rows = np.array([row(r, c) for r, c in zip(results, cases, strict=True)])
-    partial = cache_file.with_suffix(".partial.npz")
-    np.savez(partial, cases=key, rows=rows)
-    os.replace(partial, cache_file)
-    return rows
+            if "cases" in cached.files:
+                known = {tuple(k): r for k, r in zip(cached["cases"].round(6).tolist(), cached["rows"], strict=True)}
+    missing = [n for n, key in enumerate(keys) if key not in known]
+    if tick is not None:
+        for _ in range(len(cases) - len(missing)):
+            tick()
+    if missing:
+        results = run_at_reference_wavelengths([cases[n] for n in missing], workers, tick)
+        for n, result in zip(missing, results, strict=True):
+            known[keys[n]] = np.array(row(result, cases[n]))
+        partial = cache_file.with_suffix(".partial.npz")
+        np.savez(partial, cases=np.array(list(known)), rows=np.array(list(known.values())))
+        os.replace(partial, cache_file)
+    return np.array([known[key] for key in keys], dtype=np.float64)
 
 
 def _phase_rows(
@@ -195,31 +202,12 @@ def _elevated_rows(
 def _slice_rows(
     cache_file: Path, model: str, wavelength: float, aot: float, workers: int, tick: Callable[[], None] | None
 ) -> Array:
-    """(path, rayleigh, T_down, spherical albedo) for every geometry of one slice.
-
-    Finished runs are kept in ``cache_file`` with their angles, so a rerun, or a build on a refined
-    grid, runs only the geometries it has not seen.
-    """
-    wanted = np.array([(ZENITH[i], ZENITH[j], AZIMUTH[k]) for i, j, k in _geometries()])
-    angles, rows = np.zeros((0, 3)), np.zeros((0, 4))
-    if cache_file.exists():
-        with np.load(cache_file) as cached:
-            angles, rows = cached["angles"], cached["rows"]
-    known = {tuple(a): r for a, r in zip(angles.round(6).tolist(), rows, strict=True)}
-    missing = [tuple(a) for a in wanted.round(6).tolist() if tuple(a) not in known]
-    if tick is not None:
-        for _ in range(len(wanted) - len(missing)):
-            tick()
-    if missing:
-        cases = [sixs.Case(sun, view, azimuth, aot, model, wavelength_um=wavelength) for sun, view, azimuth in missing]
-        for key, r in zip(missing, run_at_reference_wavelengths(cases, workers, tick), strict=True):
-            known[key] = np.array([r.path_reflectance, r.rayleigh_reflectance, r.scattering_transmittance[0],
-                                   r.spherical_albedo])
-        keys = list(known)
-        partial = cache_file.with_suffix(".partial.npz")
-        np.savez(partial, angles=np.array(keys), rows=np.array([known[k] for k in keys]))
-        os.replace(partial, cache_file)
-    return np.array([known[tuple(a)] for a in wanted.round(6).tolist()])
+    """(path, rayleigh, T_down, spherical albedo) for every geometry of one slice."""
+    cases = [sixs.Case(ZENITH[i], ZENITH[j], AZIMUTH[k], aot, model, wavelength_um=wavelength)
+             for i, j, k in _geometries()]
+    return _cached_runs(cache_file, cases, lambda r, _: (r.path_reflectance, r.rayleigh_reflectance,
+                                                         r.scattering_transmittance[0], r.spherical_albedo),
+                        workers, tick)
 
 
 def build_scattering(
