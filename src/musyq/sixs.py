@@ -58,8 +58,8 @@ class Result:
     path_reflectance: float
     scattering_transmittance: tuple[float, float, float]
     spherical_albedo: float
-    aerosol_reflectance: float = 0.0  # of the aerosol alone, without molecules
-    aerosol_optical_depth: float = 0.0
+    aerosol_reflectance: float  # of the aerosol alone, without molecules
+    aerosol_optical_depth: float
     gas_transmittance: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
