@@ -25,6 +25,7 @@ from numba import njit, prange
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from musyq import cloudmodel
 from musyq.errors import MissingBandError
 from musyq.output import CLEAR, CLOUD, CLOUD_SHADOW, FILL, SNOW, WATER
 from musyq.shadow import ShadowGeometry, cloud_shadows, dark_pixels
@@ -34,6 +35,9 @@ Mask = NDArray[np.bool_]
 
 REQUIRED = ("blue", "green", "red", "nir")
 MIN_PIXELS_FOR_ALL_CLOUD = 40_000  # below this a tile sliver, not a cloudy scene, lacks clear land
+# the trees learnt 30 m texture; on pixels much coarser their neighbourhood features mean something else,
+# so there the rules alone decide
+LEARNED_MAX_PIXEL_M = 120.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,15 @@ class MaskSettings:
     cloud_buffer_m: float = 0.0
     shadow_buffer_m: float = 30.0
     shadow_reach_m: float = 150.0  # how far from a cast zone a dark pixel may still be its shadow
+    learned: bool = False  # clouds from the trained classifier (musyq.cloudmodel)
+    learned_threshold: float = 0.7
+    grow_probability: float = 0.3  # learned clouds grow into touching pixels of at least this probability
+    learned_min_area_m2: float = 900.0
+    rules_above: float | None = None  # keep the rules' clouds where the learned probability exceeds this
+    # with blue, green, red and nir alone thin cloud edges are barely seen: the learned clouds are grown by
+    # this much (as CFMask grows its clouds by 3 px of 30 m)
+    vnir_cloud_buffer_m: float = 60.0
+    buffer_given: bool = False  # the user set the cloud buffer: no buffer of the method's own
 
 
 @dataclass(frozen=True)
@@ -331,6 +344,15 @@ def _remove_small(mask: Mask, min_pixels: int) -> Mask:
     return np.asarray(keep[labels])
 
 
+def _grown(core: Mask, candidate: Mask) -> Mask:
+    """The connected regions of ``candidate`` that hold some ``core`` pixel: thin cloud edges join their cloud."""
+    labels, count = ndimage.label(candidate | core, structure=np.ones((3, 3), dtype=bool))
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[labels[core]] = True
+    keep[0] = False
+    return np.asarray(keep[labels])
+
+
 def _valid_inputs(inputs: MaskInputs) -> tuple[MaskInputs, Mask]:
     """The pixels every band has, and the inputs with gaps in the thermal band given a neutral temperature."""
     inputs.require()
@@ -361,9 +383,23 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings, thresholds: SceneT
     if learnt.all_potential_is_cloud:
         cloud = potential.copy()  # a scene without clear land to set the threshold from (Fmask)
     cloud = _remove_small(cloud, int(round(settings.min_cloud_area_m2 / inputs.pixel_size**2)))
+    model = None
+    if settings.learned and inputs.pixel_size <= LEARNED_MAX_PIXEL_M:
+        bands = {n: b for n in cloudmodel.NEEDED if (b := inputs.band(n)) is not None}
+        model = cloudmodel.groups_available(bands, inputs.brightness_temperature)
+        learned = cloudmodel.cloud_probability(bands, inputs.brightness_temperature, valid, inputs.pixel_size)
+        rules = cloud & (learned > settings.rules_above) if settings.rules_above is not None else None
+        cloud = _remove_small(_grown(learned > settings.learned_threshold, learned > settings.grow_probability),
+                              int(round(settings.learned_min_area_m2 / inputs.pixel_size**2)))
+        if rules is not None:
+            cloud |= rules
+        if model == ("vnir",) and not settings.buffer_given:
+            settings = replace(settings, cloud_buffer_m=settings.vnir_cloud_buffer_m)
     neighbours = ndimage.convolve(cloud.astype(np.uint8), np.ones((3, 3), dtype=np.uint8), mode="constant")
     cloud |= (neighbours >= 5) & valid
     notes: dict[str, float | str] = {"land_threshold": round(learnt.land_threshold, 4)}
+    if model is not None:
+        notes["cloud_model"] = cloudmodel.model_name(model)
 
     shadow = np.zeros_like(cloud)
     if cloud.any():
@@ -387,6 +423,11 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings, thresholds: SceneT
     quality[~valid] = FILL
     probability = cloud_probability(tests.land_probability, tests.water_probability, water, potential,
                                     learnt.land_threshold)
+    if model is not None:
+        t = settings.learned_threshold
+        trees = np.where(learned < t, 50 * learned / t, 50 + 50 * (learned - t) / (1 - t)).astype(np.float32)
+        kept = learned > settings.rules_above if settings.rules_above is not None else np.zeros_like(valid)
+        probability = np.where(kept, np.maximum(trees, probability), trees)
     percent = np.where(valid, np.rint(probability), 0).astype(np.uint8)
     return MaskResult(quality, percent, notes)
 
@@ -395,12 +436,20 @@ class MaskMethod(str, Enum):
     """The cloud-mask methods a user can choose; ``musyq`` is the default."""
 
     musyq = "musyq"
+    rules = "rules"
+    learned = "learned"
     fmask = "fmask"
 
 
+_RULES = MaskSettings()
 METHODS: dict[MaskMethod, MaskSettings] = {
+    # the trees' clouds, and the rules' clouds where the trees do not rule them out: the trees carry the
+    # absolute tests a scene-relative threshold lacks on snow, ice, bright soil and haze over clear land
+    MaskMethod.musyq: replace(_RULES, learned=True, rules_above=0.01),
     # Fmask 4 tests, a haze test relative to the scene, buffers tuned on hand-labelled scenes
-    MaskMethod.musyq: MaskSettings(),
+    MaskMethod.rules: _RULES,
+    # gradient-boosted trees trained on the L8 Biome patches alone (the spectral tests still give water and snow)
+    MaskMethod.learned: replace(_RULES, learned=True),
     # Fmask 3.3 as in python-fmask: fixed haze limit, no HOT probability or NDBI, 0.2 margin,
     # 5 px cloud and 10 px shadow buffers (at 30 m)
     MaskMethod.fmask: MaskSettings(probability_margin=0.2, use_ndbi=False, use_hot_probability=False,
@@ -422,7 +471,7 @@ def compute_mask(
     with thresholds learnt from the whole scene (``learn_thresholds``)."""
     settings = METHODS[MaskMethod(method)]
     if cloud_buffer_m is not None:
-        settings = replace(settings, cloud_buffer_m=cloud_buffer_m)
+        settings = replace(settings, cloud_buffer_m=cloud_buffer_m, buffer_given=True)
     if shadow_buffer_m is not None:
         settings = replace(settings, shadow_buffer_m=shadow_buffer_m)
     return fmask_quality(inputs, settings, thresholds)

@@ -1,0 +1,216 @@
+"""A learned cloud classifier: gradient-boosted trees on spectral and neighbourhood features.
+
+The trees are trained (``musyq cloudmodel build``, with LightGBM) on expert-labelled Landsat 8
+patches of the USGS L8 Biome set and shipped as flat node arrays; inference here is numba alone,
+so no machine-learning library is needed at run time. One model is trained per group of bands a
+sensor can have (visible and near infrared always, shortwave infrared, cirrus, thermal), and a
+scene is classified by the richest model its bands allow. Neighbourhood windows are given in
+metres, so the texture features mean the same at 10 m and at 30 m.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from numba import njit, prange
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from musyq.errors import InputError, MissingBandError
+
+Array = NDArray[np.float32]
+
+GROUPS = ("vnir", "swir", "cirrus", "thermal")
+GROUP_BANDS = {"vnir": ("blue", "green", "red", "nir"), "swir": ("swir16", "swir22"), "cirrus": ("cirrus",),
+               "thermal": ()}  # thermal: the brightness temperature, passed apart from the reflectance
+# the band groups a model may use, richest first; every model has the visible and near infrared
+MODEL_GROUPS = (("vnir", "swir", "cirrus", "thermal"), ("vnir", "swir", "thermal"), ("vnir", "swir", "cirrus"),
+                ("vnir", "swir"), ("vnir",))
+WINDOWS_M = (90.0, 270.0, 810.0)
+NEEDED = ("blue", "green", "red", "nir", "swir16", "swir22", "cirrus")
+ROWS_PER_CHUNK = 256
+EPS = np.float32(1e-6)
+
+
+def model_name(groups: tuple[str, ...]) -> str:
+    return "-".join(groups)
+
+
+def _window(metres: float, pixel_size: float) -> int:
+    """An odd window of about ``metres``, at least 3 pixels."""
+    return max(int(round(metres / pixel_size)) | 1, 3)
+
+
+def _local(values: Array, size: int) -> tuple[Array, Array]:
+    """Mean and standard deviation in a ``size`` x ``size`` window."""
+    mean = ndimage.uniform_filter(values, size, mode="reflect")
+    square = ndimage.uniform_filter(values * values, size, mode="reflect")
+    return mean, np.sqrt(np.maximum(square - mean * mean, 0)).astype(np.float32)
+
+
+def feature_names(groups: tuple[str, ...]) -> tuple[str, ...]:
+    names = ["blue", "green", "red", "nir", "ndvi", "ndwi", "whiteness", "hot", "blue_red", "blue_nir"]
+    for w in WINDOWS_M:
+        names += [f"visible_mean_{w:g}", f"visible_std_{w:g}", f"nir_std_{w:g}", f"visible_excess_{w:g}"]
+    if "swir" in groups:
+        names += ["swir16", "swir22", "ndsi", "ndbi", "swir16_nir", "swir22_swir16", "swir16_std_270"]
+    if "cirrus" in groups:
+        names += ["cirrus", "cirrus_mean_270"]
+    if "thermal" in groups:
+        names += ["bt", "bt_excess_270", "bt_std_270", "bt_excess_810", "bt_std_810"]
+    return tuple(names)
+
+
+def features(bands: Mapping[str, Array], temperature: Array | None, pixel_size: float,
+             groups: tuple[str, ...]) -> Array:
+    """(feature, row, col) planes, in the order of ``feature_names(groups)``; gaps must be filled."""
+    blue, green, red, nir = (np.asarray(bands[n], dtype=np.float32) for n in GROUP_BANDS["vnir"])
+    visible = ((blue + green + red) / np.float32(3)).astype(np.float32)
+    planes = [blue, green, red, nir, (nir - red) / (nir + red + EPS), (green - nir) / (green + nir + EPS),
+              (np.abs(blue - visible) + np.abs(green - visible) + np.abs(red - visible)) / (visible + EPS),
+              blue - 0.5 * red, blue / (red + EPS), blue / (nir + EPS)]
+    for metres in WINDOWS_M:
+        size = _window(metres, pixel_size)
+        mean, spread = _local(visible, size)
+        planes += [mean, spread, _local(nir, size)[1], visible - mean]
+    if "swir" in groups:
+        swir16, swir22 = (np.asarray(bands[n], dtype=np.float32) for n in GROUP_BANDS["swir"])
+        planes += [swir16, swir22, (green - swir16) / (green + swir16 + EPS), (swir16 - nir) / (swir16 + nir + EPS),
+                   swir16 / (nir + EPS), swir22 / (swir16 + EPS), _local(swir16, _window(270.0, pixel_size))[1]]
+    if "cirrus" in groups:
+        cirrus = np.asarray(bands["cirrus"], dtype=np.float32)
+        planes += [cirrus, _local(cirrus, _window(270.0, pixel_size))[0]]
+    if "thermal" in groups:
+        assert temperature is not None
+        bt = np.asarray(temperature, dtype=np.float32)
+        for metres in (270.0, 810.0):
+            mean, spread = _local(bt, _window(metres, pixel_size))
+            planes += [bt - mean, spread] if metres != 270.0 else [bt, bt - mean, spread]
+    return np.stack(planes).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TreeModel:
+    """A binary gradient-boosted tree ensemble as flat arrays: node ``i`` splits on ``feature[i]`` at
+    ``threshold[i]`` (go left when the value is at most it, or is missing) unless ``feature[i] < 0``,
+    where ``value[i]`` is a leaf's score; ``roots`` are the trees' first nodes. The cloud probability
+    is the logistic of the summed leaf scores."""
+
+    groups: tuple[str, ...]
+    feature: NDArray[np.int32]
+    threshold: NDArray[np.float32]
+    left: NDArray[np.int32]
+    right: NDArray[np.int32]
+    value: NDArray[np.float32]
+    roots: NDArray[np.int32]
+    info: dict[str, object]
+
+    @property
+    def name(self) -> str:
+        return model_name(self.groups)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial.npz")
+        np.savez_compressed(partial, feature=self.feature, threshold=self.threshold, left=self.left,
+                            right=self.right, value=self.value, roots=self.roots,
+                            groups=np.array(self.groups), info=np.array(json.dumps(self.info)))
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> TreeModel:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                groups = tuple(str(g) for g in data["groups"])
+                model = cls(groups, data["feature"].astype(np.int32), data["threshold"].astype(np.float32),
+                            data["left"].astype(np.int32), data["right"].astype(np.int32),
+                            data["value"].astype(np.float32), data["roots"].astype(np.int32),
+                            json.loads(str(data["info"])))
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(path, f"not a musyq cloud model ({exc})") from None
+        if int(model.feature.max(initial=-1)) >= len(feature_names(groups)):
+            raise InputError(path, "the model uses features this musyq does not compute")
+        return model
+
+
+@njit(parallel=True, cache=True)
+def _predict(planes: Array, feature: NDArray[np.int32], threshold: NDArray[np.float32], left: NDArray[np.int32],
+             right: NDArray[np.int32], value: NDArray[np.float32], roots: NDArray[np.int32],
+             out: Array) -> None:  # pragma: no cover - compiled
+    """Sum every tree's leaf score per pixel of (feature, pixel) ``planes``, then the logistic."""
+    for p in prange(planes.shape[1]):
+        score = 0.0
+        for t in range(roots.size):
+            node = roots[t]
+            while feature[node] >= 0:
+                x = planes[feature[node], p]
+                node = left[node] if x <= threshold[node] or x != x else right[node]
+            score += value[node]
+        out[p] = 1.0 / (1.0 + np.exp(-score))
+
+
+def predict(model: TreeModel, planes: Array) -> Array:
+    """Cloud probability (0-1) of each pixel of (feature, ...) planes."""
+    shape = planes.shape[1:]
+    flat = np.ascontiguousarray(planes.reshape(planes.shape[0], -1))
+    out = np.empty(flat.shape[1], dtype=np.float32)
+    _predict(flat, model.feature, model.threshold, model.left, model.right, model.value, model.roots, out)
+    return out.reshape(shape)
+
+
+def _filled(values: Array, valid: NDArray[np.bool_]) -> Array:
+    """Gaps given the median of the valid pixels, so that windows over an edge of the data stay finite."""
+    if valid.all():
+        return values
+    known = values[valid]
+    return np.where(valid, values, np.median(known) if known.size else 0.0).astype(np.float32)
+
+
+def model_folder() -> Path:
+    """Where the package's own models are (an installed package keeps its data as files)."""
+    return Path(str(resources.files("musyq") / "data" / "cloudmodel"))
+
+
+@cache
+def shipped_model(groups: tuple[str, ...]) -> TreeModel:
+    return TreeModel.load(model_folder() / f"{model_name(groups)}.npz")
+
+
+def groups_available(bands: Mapping[str, Array], temperature: Array | None) -> tuple[str, ...]:
+    """The richest band groups with a model that ``bands`` (and a brightness temperature) allow."""
+    have = {"vnir": all(n in bands for n in GROUP_BANDS["vnir"]), "swir": all(n in bands for n in GROUP_BANDS["swir"]),
+            "cirrus": "cirrus" in bands, "thermal": temperature is not None}
+    for groups in MODEL_GROUPS:
+        if all(have[g] for g in groups):
+            return groups
+    raise MissingBandError("input", "the learned cloud mask needs blue, green, red and nir")
+
+
+def cloud_probability(bands: Mapping[str, Array], temperature: Array | None, valid: NDArray[np.bool_],
+                      pixel_size: float, model: TreeModel | None = None) -> Array:
+    """Cloud probability (0-1) per pixel from the richest model the bands allow (or ``model``).
+
+    Computed in bands of rows with a halo as wide as the largest window, so memory stays bounded.
+    """
+    groups = groups_available(bands, temperature) if model is None else model.groups
+    model = shipped_model(groups) if model is None else model
+    names = [n for g in groups for n in GROUP_BANDS[g]]
+    filled = {n: _filled(np.asarray(bands[n], dtype=np.float32), valid) for n in names}
+    bt = None if "thermal" not in groups or temperature is None else _filled(temperature, valid)
+    halo = _window(max(WINDOWS_M), pixel_size)
+    rows = valid.shape[0]
+    out = np.zeros(valid.shape, dtype=np.float32)
+    for start in range(0, rows, ROWS_PER_CHUNK):
+        stop = min(start + ROWS_PER_CHUNK, rows)
+        low, high = max(start - halo, 0), min(stop + halo, rows)
+        part = {n: v[low:high] for n, v in filled.items()}
+        planes = features(part, None if bt is None else bt[low:high], pixel_size, groups)
+        out[start:stop] = predict(model, planes[:, start - low:stop - low])
+    out[~valid] = 0.0
+    return out
