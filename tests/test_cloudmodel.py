@@ -40,13 +40,13 @@ def pooled(*splits: tuple[PatchScore, ...]) -> Scores:
     return Scores.pooled(s.matrix for split in splits for s in split)
 
 
-# Measured, default method: train + val pooled OA 0.961, cloud P 0.950 R 0.989; val alone 0.941,
-# P 0.955 R 0.977; rules alone: pooled 0.84, val 0.920.
+# Measured, default method: train + val pooled OA 0.960, cloud P 0.946 R 0.991; val alone 0.943,
+# P 0.951 R 0.983; the rules alone: pooled 0.850, val 0.920; the trees alone: val 0.951.
 def test_default_mask_meets_the_l8_biome_targets() -> None:
     train_scores, val_scores = biome_scores("train", MaskMethod.musyq), biome_scores("val", MaskMethod.musyq)
     both, held_out = pooled(train_scores, val_scores), pooled(val_scores)
-    assert both.accuracy >= 0.95 and both.precision(CLOUD) >= 0.94 and both.recall(CLOUD) >= 0.98
-    assert held_out.accuracy >= 0.935 and held_out.precision(CLOUD) >= 0.94 and held_out.recall(CLOUD) >= 0.97
+    assert both.accuracy >= 0.955 and both.precision(CLOUD) >= 0.94 and both.recall(CLOUD) >= 0.985
+    assert held_out.accuracy >= 0.935 and held_out.precision(CLOUD) >= 0.94 and held_out.recall(CLOUD) >= 0.975
     worst = {s.name: Scores(s.matrix).accuracy for s in train_scores + val_scores if Scores(s.matrix).accuracy < 0.85}
     # GrassCrops_01: haze over red soil that the experts drew as thin cloud far beyond the visible clouds
     assert set(worst) <= {"GrassCrops_01_0413"} and all(v > 0.8 for v in worst.values()), worst
@@ -73,9 +73,10 @@ def test_snow_ice_and_sea_ice_are_not_cloud() -> None:
 
 
 def test_four_band_mask_on_the_l8_biome_patches() -> None:
-    """Blue, green, red and NIR alone (the Gaofen WFV case) on TOA reflectance: measured pooled OA 0.91."""
+    """Blue, green, red and NIR alone (the Gaofen WFV case) on TOA reflectance: measured on the held-out
+    patches OA 0.932, cloud precision 0.926, recall 0.991."""
     held_out = pooled(biome_scores("val", MaskMethod.musyq, VNIR))
-    assert held_out.accuracy >= 0.89 and held_out.recall(CLOUD) >= 0.94 and held_out.precision(CLOUD) >= 0.9
+    assert held_out.accuracy >= 0.92 and held_out.recall(CLOUD) >= 0.98 and held_out.precision(CLOUD) >= 0.91
 
 
 def chip_stack(chip: Path, out: Path) -> Path:
@@ -94,7 +95,7 @@ def chip_stack(chip: Path, out: Path) -> Path:
 
 def test_four_band_mask_on_surface_reflectance_chips(tmp_path: Path) -> None:
     """``musyq mask`` on the On Cloud N chips (Sentinel-2 L2A, 4 bands, 10 m): cloud IoU with the human
-    polygons over the three chips measured 0.826 at precision 0.960. The sun stands in the north-east
+    polygons over the three chips measured 0.817 at precision 0.956. The sun stands in the north-east
     (East Africa, April and September, 08:00 UTC)."""
     overlap = union = predicted = 0
     for chip in sorted(CHIPS.glob("chip_id_*")):

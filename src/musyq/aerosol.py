@@ -4,9 +4,12 @@ Both work on blocks of a few kilometres, where the atmosphere can be taken as co
 invert the same lookup tables the correction uses, so the retrieved state is the one that
 makes the correction consistent with the TOA signal.
 
-* Aerosol over dark dense vegetation (Kaufman et al. 1997): where the 2.2 um surface reflectance
-  is between 0.01 and 0.25, the blue and red surface reflectances are about 0.25 and 0.5 of it.
-  The AOD is the one whose simulated blue and red TOA best match the observed ones.
+* Aerosol over dark dense vegetation (Kaufman et al. 1997, with the MODIS Collection 5 surface
+  relations of Levy et al. 2007): where the 2.2 um surface reflectance is between 0.01 and 0.25,
+  the red surface reflectance follows it with a slope that grows with the canopy's greenness and the
+  scattering angle, and blue follows red. The AOD is the one whose simulated blue and red TOA best
+  match the observed ones. Where too few blocks hold dark vegetation, a climatological AOD is taken
+  and the note says so.
 * Aerosol from a surface-reflectance prior, for sensors without a 2.2 um band: the same fit, with
   the blue and red surface taken from a harmonized reflectance of the same place.
 * Water vapour from the 945 nm absorption band against the 865 nm window (Sentinel-2 B09/B8A):
@@ -32,15 +35,17 @@ from .atmcor import (
     surface_reflectance,
     toa_reflectance,
 )
-from .lut import BandTable
+from .lut import BandTable, scattering_angle
 
 Array = NDArray[np.float64]
 
 AOT_CANDIDATES = np.linspace(0.0, 1.5, 76)
 VAPOUR_CANDIDATES = np.linspace(0.05, 6.0, 120)
-BLUE_TO_SWIR, RED_TO_SWIR = 0.25, 0.5
 DARK_SWIR = (0.01, 0.25)
 MIN_DARK_PIXELS = 100
+# below this share of blocks with dark vegetation the retrieval is too thin to fill the rest from
+MIN_RETRIEVED_SHARE = 0.1
+CLIMATOLOGY_AOT = 0.15  # global mean AOD at 550 nm over land (MODIS and AERONET, about 0.15)
 
 
 @dataclass(frozen=True)
@@ -151,15 +156,31 @@ def masked_median(values: NDArray[Any], where: NDArray[np.bool_]) -> Array:
         return np.asarray(np.nanmedian(np.where(where, values, np.nan), axis=-1), dtype=np.float64)
 
 
-def _finish(values: Array, retrieved: NDArray[np.bool_], method: str, fallback: float) -> Retrieval:
+def _finish(values: Array, retrieved: NDArray[np.bool_], method: str, fallback: float,
+            min_share: float = 0.0) -> Retrieval:
     share = float(retrieved.mean())
-    if not retrieved.any():
-        warnings.warn(f"{method}: too few usable pixels for an aerosol retrieval; AOD {fallback} assumed", stacklevel=3)
-        return Retrieval(np.full(values.shape, fallback), f"fallback {fallback}")
+    if not retrieved.any() or share < min_share:
+        found = f"{method} in {100 * share:.0f}% of blocks" if retrieved.any() else f"no {method}"
+        warnings.warn(f"{found}: too few usable pixels for an aerosol retrieval; AOD {fallback} assumed",
+                      stacklevel=3)
+        return Retrieval(np.full(values.shape, fallback), f"climatology {fallback} ({found})")
     if share < 0.1:
         warnings.warn(f"{method}: aerosol retrieved in only {100 * share:.0f}% of the blocks; the rest is filled "
                       "from them", stacklevel=3)
     return Retrieval(fill_and_smooth(values, retrieved), f"{method} in {100 * share:.0f}% of blocks")
+
+
+def dark_vegetation_surface(swir22: Array, ndvi_swir: Array, scattering: Array) -> tuple[Array, Array]:
+    """Blue and red surface reflectance of dark vegetation from its 2.1 um reflectance (Levy et al. 2007).
+
+    ``red = swir22 * slope + intercept`` with ``slope = s(NDVI_SWIR) + 0.002 theta - 0.27`` (s from 0.48 at
+    NDVI_SWIR 0.25 to 0.58 at 0.75) and ``intercept = 0.033 - 0.00025 theta``; ``blue = 0.49 red + 0.005``.
+    NDVI_SWIR is that of 1.24 and 2.1 um; the near infrared stands in for 1.24 um, where a canopy reflects
+    nearly as much. Theta is the scattering angle in degrees.
+    """
+    greenness = 0.48 + 0.1 * np.clip((ndvi_swir - 0.25) / 0.5, 0.0, 1.0)
+    red = swir22 * (greenness + 0.002 * scattering - 0.27) + (0.033 - 0.00025 * scattering)
+    return 0.49 * red + 0.005, red
 
 
 def _fit_aot(
@@ -194,18 +215,24 @@ def dark_target_aot(
         warnings.simplefilter("ignore", RuntimeWarning)  # blocks without dark pixels
         low, high = np.nanpercentile(np.where(dark, swir, np.nan), (20, 50), axis=-1)
     chosen = dark & (swir >= low[..., None]) & (swir <= high[..., None])
-    means = {name: _masked_mean(stack, chosen) for name, stack in (("blue", blue), ("red", red), ("swir22", swir))}
+    means = {name: _masked_mean(stack, chosen) for name, stack in (("blue", blue), ("red", red), ("nir", nir),
+                                                                   ("swir22", swir))}
     values = np.full(retrieved.shape, np.nan)
     if retrieved.any():
         swir_toa = means["swir22"][retrieved][:, None]
+        nir_toa = means["nir"][retrieved][:, None]
+        ndvi_swir = (nir_toa - swir_toa) / (nir_toa + swir_toa)
+        theta = scattering_angle(state.sun_zenith[retrieved], state.view_zenith[retrieved],
+                                 state.relative_azimuth[retrieved])[:, None]
 
         def surface(coef: Callable[[str], Coefficients]) -> list[Array]:
             swir_surface = np.clip(surface_reflectance(swir_toa, coef(channels["swir22"].band)), 0.0, None)
-            return [BLUE_TO_SWIR * swir_surface, RED_TO_SWIR * swir_surface]
+            blue_surface, red_surface = dark_vegetation_surface(swir_surface, ndvi_swir, theta)
+            return [blue_surface, red_surface]
 
         observed = [(channels[name].band, means[name][retrieved]) for name in ("blue", "red")]
         values[retrieved] = _fit_aot(table, state, retrieved, observed, surface)
-    return _finish(values, retrieved, "dark target", fallback)
+    return _finish(values, retrieved, "dark target", fallback, MIN_RETRIEVED_SHARE)
 
 
 def prior_surface_aot(

@@ -35,6 +35,9 @@ MODEL_GROUPS = (("vnir", "swir", "cirrus", "thermal"), ("vnir", "swir", "thermal
 WINDOWS_M = (90.0, 270.0, 810.0)
 NEEDED = ("blue", "green", "red", "nir", "swir16", "swir22", "cirrus")
 ROWS_PER_CHUNK = 256
+# finer pixels are averaged to about the 30 m the trees learnt from (10 m Sentinel-2 bands in blocks of 3):
+# at 10 m their windows would see roofs and fields the training patches never resolved
+EVALUATION_M = 30.0
 EPS = np.float32(1e-6)
 
 
@@ -51,7 +54,7 @@ def _local(values: Array, size: int) -> tuple[Array, Array]:
     """Mean and standard deviation in a ``size`` x ``size`` window."""
     mean = ndimage.uniform_filter(values, size, mode="reflect")
     square = ndimage.uniform_filter(values * values, size, mode="reflect")
-    return mean, np.sqrt(np.maximum(square - mean * mean, 0)).astype(np.float32)
+    return mean, np.sqrt(np.maximum(square - mean * mean, np.float32(0)))
 
 
 def feature_names(groups: tuple[str, ...]) -> tuple[str, ...]:
@@ -92,7 +95,7 @@ def features(bands: Mapping[str, Array], temperature: Array | None, pixel_size: 
         for metres in (270.0, 810.0):
             mean, spread = _local(bt, _window(metres, pixel_size))
             planes += [bt - mean, spread] if metres != 270.0 else [bt, bt - mean, spread]
-    return np.stack(planes).astype(np.float32)
+    return np.stack([np.asarray(p, dtype=np.float32) for p in planes])
 
 
 @dataclass(frozen=True)
@@ -140,16 +143,20 @@ class TreeModel:
 
 
 @njit(parallel=True, cache=True)
-def _predict(planes: Array, feature: NDArray[np.int32], threshold: NDArray[np.float32], left: NDArray[np.int32],
+def _predict(pixels: Array, feature: NDArray[np.int32], threshold: NDArray[np.float32], left: NDArray[np.int32],
              right: NDArray[np.int32], value: NDArray[np.float32], roots: NDArray[np.int32],
              out: Array) -> None:  # pragma: no cover - compiled
-    """Sum every tree's leaf score per pixel of (feature, pixel) ``planes``, then the logistic."""
-    for p in prange(planes.shape[1]):
+    """Sum every tree's leaf score per row of (pixel, feature) ``pixels``, then the logistic.
+
+    A pixel's features lie together in memory, so walking a tree touches one or two cache lines.
+    """
+    for p in prange(pixels.shape[0]):
+        row = pixels[p]
         score = 0.0
         for t in range(roots.size):
             node = roots[t]
             while feature[node] >= 0:
-                x = planes[feature[node], p]
+                x = row[feature[node]]
                 node = left[node] if x <= threshold[node] or x != x else right[node]
             score += value[node]
         out[p] = 1.0 / (1.0 + np.exp(-score))
@@ -158,9 +165,9 @@ def _predict(planes: Array, feature: NDArray[np.int32], threshold: NDArray[np.fl
 def predict(model: TreeModel, planes: Array) -> Array:
     """Cloud probability (0-1) of each pixel of (feature, ...) planes."""
     shape = planes.shape[1:]
-    flat = np.ascontiguousarray(planes.reshape(planes.shape[0], -1))
-    out = np.empty(flat.shape[1], dtype=np.float32)
-    _predict(flat, model.feature, model.threshold, model.left, model.right, model.value, model.roots, out)
+    pixels = np.ascontiguousarray(planes.reshape(planes.shape[0], -1).T)
+    out = np.empty(pixels.shape[0], dtype=np.float32)
+    _predict(pixels, model.feature, model.threshold, model.left, model.right, model.value, model.roots, out)
     return out.reshape(shape)
 
 
@@ -192,25 +199,57 @@ def groups_available(bands: Mapping[str, Array], temperature: Array | None) -> t
     raise MissingBandError("input", "the learned cloud mask needs blue, green, red and nir")
 
 
+def _coarsened(values: Array, factor: int) -> Array:
+    """Block means of ``factor`` x ``factor`` pixels (the last blocks padded with the edge pixels)."""
+    if factor == 1:
+        return values
+    rows, cols = -(-values.shape[0] // factor) * factor, -(-values.shape[1] // factor) * factor
+    padded = np.pad(values, ((0, rows - values.shape[0]), (0, cols - values.shape[1])), mode="edge")
+    blocks = padded.reshape(rows // factor, factor, cols // factor, factor)
+    return np.asarray(blocks.mean(axis=(1, 3), dtype=np.float32), dtype=np.float32)
+
+
+def _refined(values: Array, factor: int, shape: tuple[int, int]) -> Array:
+    """Bilinear interpolation of block values back onto the fine pixels (block centres as nodes)."""
+    if factor == 1:
+        return values
+
+    def axis(n: int, blocks: int) -> tuple[NDArray[np.intp], Array]:
+        position = np.clip((np.arange(n) + 0.5) / factor - 0.5, 0, blocks - 1)
+        low = np.minimum(np.floor(position).astype(np.intp), max(blocks - 2, 0))
+        return low, (position - low).astype(np.float32)
+    r, wr = axis(shape[0], values.shape[0])
+    c, wc = axis(shape[1], values.shape[1])
+    r1, c1 = np.minimum(r + 1, values.shape[0] - 1), np.minimum(c + 1, values.shape[1] - 1)
+    top = values[r][:, c] * (1 - wc) + values[r][:, c1] * wc
+    bottom = values[r1][:, c] * (1 - wc) + values[r1][:, c1] * wc
+    return np.asarray(top * (1 - wr[:, None]) + bottom * wr[:, None], dtype=np.float32)
+
+
 def cloud_probability(bands: Mapping[str, Array], temperature: Array | None, valid: NDArray[np.bool_],
                       pixel_size: float, model: TreeModel | None = None) -> Array:
     """Cloud probability (0-1) per pixel from the richest model the bands allow (or ``model``).
 
-    Computed in bands of rows with a halo as wide as the largest window, so memory stays bounded.
+    The trees run on blocks of about ``EVALUATION_M`` (block means of whole pixels), whose probability is
+    interpolated back onto the pixels, in bands of rows with a halo as wide as the largest window, so
+    memory stays bounded.
     """
     groups = groups_available(bands, temperature) if model is None else model.groups
     model = shipped_model(groups) if model is None else model
+    factor = max(int(EVALUATION_M // pixel_size), 1)
     names = [n for g in groups for n in GROUP_BANDS[g]]
-    filled = {n: _filled(np.asarray(bands[n], dtype=np.float32), valid) for n in names}
-    bt = None if "thermal" not in groups or temperature is None else _filled(temperature, valid)
-    halo = _window(max(WINDOWS_M), pixel_size)
-    rows = valid.shape[0]
-    out = np.zeros(valid.shape, dtype=np.float32)
+    filled = {n: _coarsened(_filled(np.asarray(bands[n], dtype=np.float32), valid), factor) for n in names}
+    bt = None if "thermal" not in groups or temperature is None else _coarsened(_filled(temperature, valid), factor)
+    size = pixel_size * factor
+    halo = _window(max(WINDOWS_M), size)
+    rows, cols = next(iter(filled.values())).shape
+    coarse = np.zeros((rows, cols), dtype=np.float32)
     for start in range(0, rows, ROWS_PER_CHUNK):
         stop = min(start + ROWS_PER_CHUNK, rows)
         low, high = max(start - halo, 0), min(stop + halo, rows)
         part = {n: v[low:high] for n, v in filled.items()}
-        planes = features(part, None if bt is None else bt[low:high], pixel_size, groups)
-        out[start:stop] = predict(model, planes[:, start - low:stop - low])
+        planes = features(part, None if bt is None else bt[low:high], size, groups)
+        coarse[start:stop] = predict(model, planes[:, start - low:stop - low])
+    out = _refined(coarse, factor, (int(valid.shape[0]), int(valid.shape[1])))
     out[~valid] = 0.0
     return out

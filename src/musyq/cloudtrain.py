@@ -21,7 +21,7 @@ from musyq.output import CLOUD, FILL
 PIXELS_PER_PATCH = 20_000
 PATCH_PIXEL_SIZE = 30.0
 PARAMETERS: dict[str, Any] = {
-    "n_estimators": 100, "num_leaves": 15, "learning_rate": 0.1, "min_child_samples": 300, "subsample": 0.7,
+    "n_estimators": 20, "num_leaves": 15, "learning_rate": 0.4, "min_child_samples": 300, "subsample": 0.7,
     "subsample_freq": 1, "colsample_bytree": 0.7, "deterministic": True, "force_row_wise": True, "num_threads": 2,
     "verbose": -1,
 }

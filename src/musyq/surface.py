@@ -18,6 +18,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from .aerosol import (
+    CLIMATOLOGY_AOT,
     Blocks,
     BlockState,
     Channel,
@@ -34,7 +35,7 @@ from .sensors import Band
 
 Array = NDArray[np.float64]
 
-DEFAULT_AOT = 0.2
+DEFAULT_AOT = CLIMATOLOGY_AOT
 DEFAULT_WATER_VAPOUR = 1.5
 DEFAULT_OZONE = 0.3
 MAX_ELEVATION_M = 6500.0  # the tables hold 6S runs for targets up to 6 km (pressure ratio 0.45)
