@@ -110,8 +110,8 @@ UKIS_BOUNDS = {
     (MaskMethod.rules, "landsat7", 4): (0.84, 0.74, 0.90, 0.79, 0.85, 0.63),
     (MaskMethod.musyq, "landsat5", 6): (0.86, 0.78, 0.88, 0.92, 0.78, 0.81),
     (MaskMethod.musyq, "landsat5", 4): (0.78, 0.67, 0.67, 0.99, 0.83, 0.68),
-    (MaskMethod.musyq, "landsat7", 6): (0.82, 0.70, 0.97, 0.67, 0.78, 0.70),
-    (MaskMethod.musyq, "landsat7", 4): (0.85, 0.75, 0.90, 0.84, 0.86, 0.65),
+    (MaskMethod.musyq, "landsat7", 6): (0.83, 0.71, 0.96, 0.71, 0.79, 0.68),
+    (MaskMethod.musyq, "landsat7", 4): (0.85, 0.75, 0.88, 0.84, 0.86, 0.62),
 }
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from musyq.errors import InputError, MissingBandError
 
@@ -50,11 +49,62 @@ def _window(metres: float, pixel_size: float) -> int:
     return max(int(round(metres / pixel_size)) | 1, 3)
 
 
+@njit(cache=True)
+def _mirror(index: int, n: int) -> int:  # pragma: no cover - compiled
+    """Index into ``n`` samples reflected about the edges (scipy's ``reflect``: d c b a | a b c d | d c b a)."""
+    period = 2 * n
+    index %= period
+    return index if index < n else period - 1 - index
+
+
+@njit(parallel=True, cache=True)
+def _local_sums(values: Array, size: int) -> tuple[Array, Array]:  # pragma: no cover - compiled
+    """Mean and standard deviation in ``size`` x ``size`` windows (reflected at the edges), as running sums.
+
+    scipy's uniform_filter runs on one core and needs a pass for the squares apart; the windows here
+    run along rows, then down columns in blocks, in parallel, in float64.
+    """
+    rows, cols = values.shape
+    half = size // 2
+    across = np.empty((2, rows, cols))
+    for r in prange(rows):
+        total, square = 0.0, 0.0
+        for k in range(-half, half + 1):
+            v = values[r, _mirror(k, cols)]
+            total += v
+            square += v * v
+        for c in range(cols):
+            across[0, r, c] = total
+            across[1, r, c] = square
+            v_in, v_out = values[r, _mirror(c + half + 1, cols)], values[r, _mirror(c - half, cols)]
+            total += v_in - v_out
+            square += v_in * v_in - v_out * v_out
+    mean = np.empty((rows, cols), dtype=np.float32)
+    spread = np.empty((rows, cols), dtype=np.float32)
+    block = 64
+    area = float(size * size)
+    for b in prange((cols + block - 1) // block):
+        first, last = b * block, min(b * block + block, cols)
+        column_total = np.zeros(last - first)
+        column_square = np.zeros(last - first)
+        for k in range(-half, half + 1):
+            r = _mirror(k, rows)
+            column_total += across[0, r, first:last]
+            column_square += across[1, r, first:last]
+        for r in range(rows):
+            m = column_total / area
+            mean[r, first:last] = m
+            spread[r, first:last] = np.sqrt(np.maximum(column_square / area - m * m, 0.0))
+            r_in, r_out = _mirror(r + half + 1, rows), _mirror(r - half, rows)
+            column_total += across[0, r_in, first:last] - across[0, r_out, first:last]
+            column_square += across[1, r_in, first:last] - across[1, r_out, first:last]
+    return mean, spread
+
+
 def _local(values: Array, size: int) -> tuple[Array, Array]:
     """Mean and standard deviation in a ``size`` x ``size`` window."""
-    mean = ndimage.uniform_filter(values, size, mode="reflect")
-    square = ndimage.uniform_filter(values * values, size, mode="reflect")
-    return mean, np.sqrt(np.maximum(square - mean * mean, np.float32(0)))
+    mean, spread = _local_sums(np.ascontiguousarray(values, dtype=np.float32), size)
+    return mean, spread
 
 
 def feature_names(groups: tuple[str, ...]) -> tuple[str, ...]:
@@ -71,8 +121,11 @@ def feature_names(groups: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def features(bands: Mapping[str, Array], temperature: Array | None, pixel_size: float,
-             groups: tuple[str, ...]) -> Array:
-    """(feature, row, col) planes, in the order of ``feature_names(groups)``; gaps must be filled."""
+             groups: tuple[str, ...], out: Array | None = None) -> Array:
+    """(feature, row, col) planes, in the order of ``feature_names(groups)``; gaps must be filled.
+
+    ``out``, when it has the right shape, is filled instead of a new array (a reused buffer is not
+    faulted in again for every band of rows)."""
     blue, green, red, nir = (np.asarray(bands[n], dtype=np.float32) for n in GROUP_BANDS["vnir"])
     visible = ((blue + green + red) / np.float32(3)).astype(np.float32)
     planes = [blue, green, red, nir, (nir - red) / (nir + red + EPS), (green - nir) / (green + nir + EPS),
@@ -95,7 +148,12 @@ def features(bands: Mapping[str, Array], temperature: Array | None, pixel_size: 
         for metres in (270.0, 810.0):
             mean, spread = _local(bt, _window(metres, pixel_size))
             planes += [bt - mean, spread] if metres != 270.0 else [bt, bt - mean, spread]
-    return np.stack([np.asarray(p, dtype=np.float32) for p in planes])
+    shape = (len(planes), *blue.shape)
+    if out is None or out.shape != shape:
+        out = np.empty(shape, dtype=np.float32)
+    for index, plane in enumerate(planes):
+        out[index] = plane
+    return out
 
 
 @dataclass(frozen=True)
@@ -142,32 +200,40 @@ class TreeModel:
         return model
 
 
+PIXELS_PER_BLOCK = 512
+
+
 @njit(parallel=True, cache=True)
-def _predict(pixels: Array, feature: NDArray[np.int32], threshold: NDArray[np.float32], left: NDArray[np.int32],
+def _predict(planes: Array, feature: NDArray[np.int32], threshold: NDArray[np.float32], left: NDArray[np.int32],
              right: NDArray[np.int32], value: NDArray[np.float32], roots: NDArray[np.int32],
              out: Array) -> None:  # pragma: no cover - compiled
-    """Sum every tree's leaf score per row of (pixel, feature) ``pixels``, then the logistic.
+    """Sum every tree's leaf score per pixel of (feature, pixel) ``planes``, then the logistic.
 
-    A pixel's features lie together in memory, so walking a tree touches one or two cache lines.
+    Each block of pixels is first gathered pixel-major, so that walking a tree touches one or two
+    cache lines per pixel.
     """
-    for p in prange(pixels.shape[0]):
-        row = pixels[p]
-        score = 0.0
-        for t in range(roots.size):
-            node = roots[t]
-            while feature[node] >= 0:
-                x = row[feature[node]]
-                node = left[node] if x <= threshold[node] or x != x else right[node]
-            score += value[node]
-        out[p] = 1.0 / (1.0 + np.exp(-score))
+    count = planes.shape[1]
+    for b in prange((count + PIXELS_PER_BLOCK - 1) // PIXELS_PER_BLOCK):
+        first, last = b * PIXELS_PER_BLOCK, min(b * PIXELS_PER_BLOCK + PIXELS_PER_BLOCK, count)
+        pixels = np.ascontiguousarray(planes[:, first:last].T)
+        for p in range(last - first):
+            row = pixels[p]
+            score = 0.0
+            for t in range(roots.size):
+                node = roots[t]
+                while feature[node] >= 0:
+                    x = row[feature[node]]
+                    node = left[node] if x <= threshold[node] or x != x else right[node]
+                score += value[node]
+            out[first + p] = 1.0 / (1.0 + np.exp(-score))
 
 
 def predict(model: TreeModel, planes: Array) -> Array:
     """Cloud probability (0-1) of each pixel of (feature, ...) planes."""
     shape = planes.shape[1:]
-    pixels = np.ascontiguousarray(planes.reshape(planes.shape[0], -1).T)
-    out = np.empty(pixels.shape[0], dtype=np.float32)
-    _predict(pixels, model.feature, model.threshold, model.left, model.right, model.value, model.roots, out)
+    flat = planes.reshape(planes.shape[0], -1)
+    out = np.empty(flat.shape[1], dtype=np.float32)
+    _predict(flat, model.feature, model.threshold, model.left, model.right, model.value, model.roots, out)
     return out.reshape(shape)
 
 
@@ -244,12 +310,13 @@ def cloud_probability(bands: Mapping[str, Array], temperature: Array | None, val
     halo = _window(max(WINDOWS_M), size)
     rows, cols = next(iter(filled.values())).shape
     coarse = np.zeros((rows, cols), dtype=np.float32)
+    buffer = None
     for start in range(0, rows, ROWS_PER_CHUNK):
         stop = min(start + ROWS_PER_CHUNK, rows)
         low, high = max(start - halo, 0), min(stop + halo, rows)
         part = {n: v[low:high] for n, v in filled.items()}
-        planes = features(part, None if bt is None else bt[low:high], size, groups)
-        coarse[start:stop] = predict(model, planes[:, start - low:stop - low])
+        buffer = features(part, None if bt is None else bt[low:high], size, groups, buffer)
+        coarse[start:stop] = predict(model, np.ascontiguousarray(buffer[:, start - low:stop - low]))
     out = _refined(coarse, factor, (int(valid.shape[0]), int(valid.shape[1])))
     out[~valid] = 0.0
     return out
