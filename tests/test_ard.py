@@ -201,3 +201,22 @@ def test_atmosphere_options_on_the_command_line(samples: Path, tmp_path: Path) -
                          (("--aerosol-model", "desert"), "unknown aerosol model")):
         output = run("ard", str(product), "--out", str(tmp_path / "bad"), *common, *bad)
         assert "[exit 1]" in output and message in output, output
+
+
+def test_thin_dark_target_evidence_falls_back_to_climatology_with_a_flag(samples: Path, tmp_path: Path) -> None:
+    """Sentinel-2 19UDP in July: tile 19UEP holds dark forest in about half its blocks (AOD about 0.04, clean
+    boreal air), 19UDQ is nearly all cloud, so its aerosol is the climatological 0.15, flagged in the MASK."""
+    product = samples / "S2A_MSIL1C_20170729_T19UDP_900m"
+    assert "[exit 0]" in run("ard", str(product), "--out", str(tmp_path), "--resolution", "900", "--tile", "19UEP",
+                             "--tile", "19UDQ")
+    found = {}
+    for tile in ("19UEP", "19UDQ"):
+        item = json.loads(next(tmp_path.glob(f"{tile}/*/*.json")).read_text())
+        with rasterio.open(next(tmp_path.glob(f"{tile}/*/*.MASK.tif"))) as mask:
+            flags = mask.read(2)
+        found[tile] = (item["properties"]["musyq:aot550"], item["properties"]["musyq:aot550_source"],
+                       flags[flags > 0])
+    aot, source, flags = found["19UEP"]
+    assert source.startswith("dark target") and 0.0 < aot < 0.1 and not (flags & 64).any()
+    aot, source, flags = found["19UDQ"]
+    assert source.startswith("climatology 0.15") and aot == pytest.approx(0.15) and (flags & 64).all()

@@ -20,9 +20,10 @@ from musyq.output import CLOUD, FILL
 
 PIXELS_PER_PATCH = 20_000
 PATCH_PIXEL_SIZE = 30.0
+TREES = 20
 PARAMETERS: dict[str, Any] = {
-    "n_estimators": 20, "num_leaves": 15, "learning_rate": 0.4, "min_child_samples": 300, "subsample": 0.7,
-    "subsample_freq": 1, "colsample_bytree": 0.7, "deterministic": True, "force_row_wise": True, "num_threads": 2,
+    "objective": "binary", "num_leaves": 15, "learning_rate": 0.4, "min_data_in_leaf": 300, "bagging_fraction": 0.7,
+    "bagging_freq": 1, "feature_fraction": 0.7, "deterministic": True, "force_row_wise": True, "num_threads": 2,
     "verbose": -1,
 }
 
@@ -61,16 +62,22 @@ def _flatten(tree: dict[str, Any], nodes: list[tuple[int, float, int, int, float
     return index
 
 
-def train(patches: Sequence[LabelledPatch], groups: tuple[str, ...], seed: int = 0) -> TreeModel:
-    """A cloud / not-cloud tree ensemble on the band groups ``groups``, from the patches' labels."""
+def fit_trees(samples: NDArray[np.float32], labels: NDArray[np.bool_], seed: int = 0) -> Any:
+    """The LightGBM booster (its own API: no scikit-learn needed) for cloud / not-cloud."""
     try:
         import lightgbm
     except ImportError:
         raise MusyqError("training a cloud model needs LightGBM: pip install 'musyq[train]'") from None
+    data = lightgbm.Dataset(samples, label=labels.astype(np.float32))
+    return lightgbm.train({**PARAMETERS, "seed": seed}, data, num_boost_round=TREES)
+
+
+def train(patches: Sequence[LabelledPatch], groups: tuple[str, ...], seed: int = 0) -> TreeModel:
+    """A cloud / not-cloud tree ensemble on the band groups ``groups``, from the patches' labels."""
+    import lightgbm
+
     samples, labels = training_samples(patches, groups, seed)
-    classifier = lightgbm.LGBMClassifier(random_state=seed, **PARAMETERS)
-    classifier.fit(samples, labels)
-    dump = classifier.booster_.dump_model()
+    dump = fit_trees(samples, labels, seed).dump_model()
     nodes: list[tuple[int, float, int, int, float]] = []
     roots = [_flatten(tree["tree_structure"], nodes) for tree in dump["tree_info"]]
     feature, threshold, left, right, value = zip(*nodes, strict=True)
@@ -80,7 +87,7 @@ def train(patches: Sequence[LabelledPatch], groups: tuple[str, ...], seed: int =
     rounded = thresholds.astype(np.float32)
     rounded = np.where(rounded.astype(np.float64) > thresholds, np.nextafter(rounded, np.float32(-np.inf)), rounded)
     info = {"trained_on": sorted(p.name for p in patches), "pixels": int(labels.size),
-            "cloud_share": round(float(labels.mean()), 4), "seed": seed, "parameters": PARAMETERS,
+            "cloud_share": round(float(labels.mean()), 4), "seed": seed, "trees": TREES, "parameters": PARAMETERS,
             "lightgbm": str(lightgbm.__version__)}
     return TreeModel(groups, np.array(feature, dtype=np.int32), rounded.astype(np.float32),
                      np.array(left, dtype=np.int32), np.array(right, dtype=np.int32),

@@ -16,6 +16,7 @@ import numpy as np
 import rasterio
 from numpy.typing import NDArray
 
+from musyq.cloudmask import MaskInputs, compute_mask
 from musyq.errors import InputError
 from musyq.output import CLEAR, CLOUD, CLOUD_SHADOW, FILL
 
@@ -139,8 +140,6 @@ class PatchScore:
 def mask_patch(patch: LabelledPatch, method: str, sun_zenith: float, sun_azimuth: float,
                bands: tuple[str, ...] | None = None) -> PatchScore:
     """Mask a patch (30 m, nadir view) with the stated sun, optionally with some bands only, and score it."""
-    from musyq.cloudmask import MaskInputs, compute_mask
-
     reflectance = patch.bands if bands is None else {k: v for k, v in patch.bands.items() if k in bands}
     temperature = patch.temperature if bands is None or "lwir11" in bands else None
     result = compute_mask(MaskInputs(reflectance, sun_zenith, sun_azimuth, 30.0, brightness_temperature=temperature,

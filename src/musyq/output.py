@@ -27,7 +27,7 @@ PROBABILITY_NODATA = 255
 # Quality layer codes shared by every stage.
 FILL, CLEAR, WATER, CLOUD_SHADOW, SNOW, CLOUD = 0, 1, 2, 3, 4, 5
 # Processing flags (the quality layer's second band): each stage sets its bit where it acted.
-DATA, SURFACE_REFLECTANCE, NBAR, NBAR_PRIOR, COREGISTERED, BANDPASS = 1, 2, 4, 8, 16, 32
+DATA, SURFACE_REFLECTANCE, NBAR, NBAR_PRIOR, COREGISTERED, BANDPASS, AOD_CLIMATOLOGY = 1, 2, 4, 8, 16, 32, 64
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from musyq.lut import has_table, load_table
 from musyq.output import (
     ANGLE_NODATA,
     ANGLE_SCALE,
+    AOD_CLIMATOLOGY,
     BANDPASS,
     CLEAR,
     CLOUD,
@@ -406,6 +407,8 @@ def process_tile(
         surface = correct_tile(load_table(scene.sensor.id), tuple(reflective), toa, angles, valid, options.resolution,
                                atmosphere, prior, elevation, clear=quality == CLEAR)
         processing[valid] |= SURFACE_REFLECTANCE
+        if surface.notes["aot550"].startswith("climatology"):
+            processing[valid] |= AOD_CLIMATOLOGY  # the scene gave too little evidence for a retrieval
         if options.nbar.enabled:
             properties.update(normalize_to_nadir(surface, angles, valid, processing, scene, geobox[window],
                                                  sun_zenith, options.nbar))
@@ -433,7 +436,7 @@ def process_tile(
     add(Layer("MASK", np.stack([quality, processing]), FILL, ("quality", "processing"), resampling="mode"),
         "Pixel quality (0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud) and processing flags (1 data, "
         "2 surface reflectance, 4 NBAR, 8 NBAR from per-pixel BRDF parameters, 16 co-registered, "
-        "32 bandpass-adjusted)", ("data-mask", "quality"), None, None)
+        "32 bandpass-adjusted, 64 aerosol from climatology)", ("data-mask", "quality"), None, None)
     add(Layer("CLOUDPROB", np.where(valid, mask.cloud_probability, PROBABILITY_NODATA).astype(np.uint8),
               PROBABILITY_NODATA, ("cloud_probability",)),
         "Cloud probability (percent; 50 is the cloud threshold)", ("data", "cloud-probability"), None, "percent")

@@ -136,7 +136,7 @@ def _aerosol(
     if dark_target is None:
         warnings.warn(f"{table.sensor_id} has no 2.2 um band for a dark-target aerosol retrieval; AOD {DEFAULT_AOT} "
                       "assumed (give --aod, or --aod-prior with a surface reflectance of the same place)", stacklevel=3)
-        return np.full(blocks.grid, DEFAULT_AOT), f"default {DEFAULT_AOT} (no 2.2 um band)"
+        return np.full(blocks.grid, DEFAULT_AOT), f"climatology {DEFAULT_AOT} (no 2.2 um band)"
     aerosol = dark_target_aot(table, dark_target, valid, blocks, state, DEFAULT_AOT)
     return aerosol.values, aerosol.note
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from musyq import cloudmodel
 from musyq.cli.options import MaskMethodOption, console, user_errors
 from musyq.cloudmask import MaskMethod
+from musyq.cloudtrain import train
 from musyq.errors import InputError
 from musyq.labelled import PatchScore, biome_patches, mask_patch, score_table
 
@@ -24,8 +25,6 @@ def build(
     seed: int = typer.Option(0, "--seed", help="Random seed of the pixel sample and the trees."),
 ) -> None:
     """Train one model per group of bands a sensor can have on the labelled patches, and write them."""
-    from musyq.cloudtrain import train
-
     with user_errors():
         labelled = biome_patches(patches)
         folder = out if out is not None else cloudmodel.model_folder()

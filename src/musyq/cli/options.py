@@ -79,7 +79,9 @@ def atmosphere_options(
 
 MaskMethodOption = typer.Option(MaskMethod.musyq, "--mask-method", help="Cloud-mask method.")
 CloudBufferOption = typer.Option(None, "--cloud-buffer", help="Grow clouds by this many metres "
-                                 f"(default: the method's own; musyq {METHODS[MaskMethod.musyq].cloud_buffer_m:g}).")
+                                 f"(default: the method's own; musyq {METHODS[MaskMethod.musyq].cloud_buffer_m:g}, "
+                                 f"{METHODS[MaskMethod.musyq].vnir_cloud_buffer_m:g} with blue, green, red and nir "
+                                 "alone).")
 ShadowBufferOption = typer.Option(None, "--shadow-buffer", help="Grow cloud shadows by this many metres "
                                   f"(default: the method's own; musyq {METHODS[MaskMethod.musyq].shadow_buffer_m:g}).")
 
