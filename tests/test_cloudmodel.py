@@ -157,8 +157,31 @@ def test_check_command_and_bad_inputs(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(app, ["cloudmodel", "check", "--patches", str(empty)])
-    assert result.exit_code == 1 and "no labelled patches" in result.output.replace("\n", " ")
+    assert result.exit_code == 1 and "no labelled patches" in " ".join(result.output.split())
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"not a model")
     with pytest.raises(InputError, match="not a musyq cloud model"):
         cloudmodel.TreeModel.load(broken)
+
+
+def test_mask_command_on_a_labelled_patch_without_georeference(tmp_path: Path) -> None:
+    """An L8 Biome patch as it comes (no CRS, no band descriptions): named with --bands, sized with --pixel-size,
+    the command writes what the library computes."""
+    image = BIOME / "val" / "images" / "Forest_00_1008.tif"
+    out = tmp_path / "mask.tif"
+    common = ["mask", str(image), "--sun-zenith", "40", "--sun-azimuth", "52", "--out", str(out)]
+    result = CliRunner().invoke(app, [*common, "--bands", "blue,green,red,nir,swir16,swir22,cirrus,lwir11",
+                                      "--pixel-size", "30"])
+    assert "cloud" in result.output
+    assert result.exit_code == 0, result.output
+    patch = read_biome_patch(image)
+    expected = compute_mask(MaskInputs(patch.bands, 40.0, 52.0, 30.0, brightness_temperature=patch.temperature))
+    with rasterio.open(out) as written:
+        np.testing.assert_array_equal(written.read(1), expected.quality)
+    assert Scores(mask_patch(patch, MaskMethod.musyq, 40.0, 52.0).matrix).accuracy > 0.88
+    names = ["--bands", "blue,green,red,nir,swir16,swir22,cirrus,lwir11"]
+    for extra, message in ((names, "--pixel-size"), (["--pixel-size", "30", "--bands", "blue,green"], "2 band names"),
+                           (["--pixel-size", "-3", "--bands", "a,b,c,d,e,f,g,h"], "not a positive")):
+        result = CliRunner().invoke(app, [*common[:-1], str(tmp_path / "bad.tif"), *extra])
+        assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
+        assert not (tmp_path / "bad.tif").exists()

@@ -30,13 +30,18 @@ class ReflectanceRaster:
     pixel_size: float
 
 
-def _band_names(path: Path, descriptions: tuple[str | None, ...], sensor_id: str | None) -> list[str]:
-    """Common names of the raster's bands: from the descriptions, or the sensor's reflective band order."""
+def _band_names(path: Path, descriptions: tuple[str | None, ...], sensor_id: str | None,
+                given: tuple[str, ...] | None = None) -> list[str]:
+    """Common names of the raster's bands: as given, from the descriptions, or the sensor's reflective band order."""
+    if given is not None:
+        if len(given) != len(descriptions):
+            raise InputError(path, f"{len(given)} band names given ({', '.join(given)}) for {len(descriptions)} bands")
+        return [name.strip().lower() for name in given]
     sensor = get_sensor(sensor_id) if sensor_id else None
     if all(d is None or not d.strip() for d in descriptions):
         if sensor is None:
-            raise InputError(path, "the bands carry no descriptions: name them (blue, green, red, nir, ...) or "
-                                   "give --sensor to take the sensor's band order")
+            raise InputError(path, "the bands carry no descriptions: name them (blue, green, red, nir, ...) with "
+                                   "--bands, or give --sensor to take the sensor's band order")
         names = [b.common_name for b in sensor.reflective_bands]
         if len(descriptions) > len(names):
             raise InputError(path, f"{len(descriptions)} bands but {sensor.id} has {len(names)} reflective bands")
@@ -53,24 +58,28 @@ def _band_names(path: Path, descriptions: tuple[str | None, ...], sensor_id: str
     return names
 
 
-def read_reflectance(path: Path, sensor_id: str | None = None, scale: float = 10_000.0) -> ReflectanceRaster:
-    """Read a multi-band TOA reflectance raster whose band descriptions are common band names.
+def read_reflectance(path: Path, sensor_id: str | None = None, scale: float = 10_000.0,
+                     band_names: tuple[str, ...] | None = None, pixel_size: float | None = None) -> ReflectanceRaster:
+    """Read a multi-band TOA reflectance raster whose band descriptions (or ``band_names``) are common band names.
 
     Integer bands are divided by their scale tag, or by ``scale`` where they have none; a thermal
-    band (``lwir11``/``lwir``) is read in kelvin after its own scale and offset tags.
+    band (``lwir11``/``lwir``) is read in kelvin after its own scale and offset tags. A raster without
+    a coordinate reference system (labelled patches often have none) needs ``pixel_size`` in metres.
     """
+    if pixel_size is not None and not pixel_size > 0:
+        raise InputError(path, f"--pixel-size {pixel_size} is not a positive number of metres")
     try:
         with rasterio.open(path) as dataset:
-            names = _band_names(path, dataset.descriptions, sensor_id)
+            names = _band_names(path, dataset.descriptions, sensor_id, band_names)
             data = dataset.read().astype(np.float32)
             valid = (dataset.read_masks() > 0).all(axis=0)
             scales, offsets = dataset.scales, dataset.offsets
             integer = np.issubdtype(np.dtype(dataset.dtypes[0]), np.integer)
-            if dataset.crs is None:
-                raise InputError(path, "the raster has no coordinate reference system (the shadow search needs "
-                                       "the pixel size in metres)")
+            if dataset.crs is None and pixel_size is None:
+                raise InputError(path, "the raster has no coordinate reference system: give --pixel-size (the "
+                                       "shadow search and the trees need the pixel size in metres)")
             geobox = GeoBox((dataset.height, dataset.width), dataset.transform, dataset.crs)
-            pixel_size = float(abs(dataset.transform.a))
+            pixel_size = float(abs(dataset.transform.a)) if pixel_size is None else pixel_size
     except rasterio.RasterioIOError as exc:
         raise InputError(path, f"not a readable raster ({exc})") from None
     bands: dict[str, NDArray[np.float32]] = {}
@@ -94,10 +103,10 @@ def mask_file(
     path: Path, out: Path, sun_zenith: float, sun_azimuth: float, view_zenith: float = 0.0,
     view_azimuth: float = 0.0, sensor_id: str | None = None, method: MaskMethod = MaskMethod.musyq,
     cloud_buffer_m: float | None = None, shadow_buffer_m: float | None = None, probability_out: Path | None = None,
-    scale: float = 10_000.0,
+    scale: float = 10_000.0, band_names: tuple[str, ...] | None = None, pixel_size: float | None = None,
 ) -> MaskResult:
     """Mask ``path`` and write the quality codes to ``out`` (and the cloud probability, if asked) as COGs."""
-    raster = read_reflectance(path, sensor_id, scale)
+    raster = read_reflectance(path, sensor_id, scale, band_names, pixel_size)
     for name, value, limit in (("--sun-zenith", sun_zenith, 90.0), ("--view-zenith", view_zenith, 80.0)):
         if not 0.0 <= value < limit:
             raise InputError(path, f"{name} {value} is outside 0..{limit:g} degrees")

@@ -118,7 +118,8 @@ def write_cog(
     height, width = geobox.shape.yx
     profile = {
         "driver": "GTiff", "count": count, "height": height, "width": width, "dtype": data.dtype.name,
-        "crs": crs_wkt(geobox), "transform": geobox.affine, "nodata": layer.nodata,
+        "crs": crs_wkt(geobox) if geobox.crs is not None else None,  # a user's raster may have none
+        "transform": geobox.affine, "nodata": layer.nodata,
         "tiled": True, "blockxsize": 512, "blockysize": 512, "sparse_ok": True,
     }
     rows, cols = window or (slice(0, height), slice(0, width))

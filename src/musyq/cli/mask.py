@@ -31,14 +31,20 @@ def mask(
                                             "(uint8 percent, 50 = cloud threshold) to this COG."),
     scale: float = typer.Option(10000.0, "--scale", help="Integer bands without a scale tag: DN per unit "
                                 "reflectance."),
+    bands: str | None = typer.Option(None, "--bands", help="Common names of the bands in order, comma-separated "
+                                     "(e.g. blue,green,red,nir,swir16,swir22,cirrus,lwir11), instead of the "
+                                     "descriptions."),
+    pixel_size: float | None = typer.Option(None, "--pixel-size", help="Pixel size in metres, for a raster without "
+                                            "a coordinate reference system."),
     method: MaskMethod = MaskMethodOption,
     cloud_buffer: float | None = CloudBufferOption,
     shadow_buffer: float | None = ShadowBufferOption,
 ) -> None:
     """Write the musyq quality codes (0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud) of PATH."""
     with user_errors():
+        names = tuple(b.strip() for b in bands.split(",")) if bands else None
         result = mask_file(path, out, sun_zenith, sun_azimuth, view_zenith, view_azimuth, sensor, method,
-                           cloud_buffer, shadow_buffer, probability, scale)
+                           cloud_buffer, shadow_buffer, probability, scale, names, pixel_size)
     shares = ", ".join(f"{name} {100 * result.fraction(code):.1f}%" for name, code in
                        (("clear", CLEAR), ("water", WATER), ("shadow", CLOUD_SHADOW), ("snow", SNOW),
                         ("cloud", CLOUD)))
