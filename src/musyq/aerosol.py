@@ -118,6 +118,7 @@ class Retrieval:
 
     values: Array
     note: str
+    assumed: bool = False  # a stand-in value (climatology), not evidence from the scene
 
 
 def _best_candidate(misfit: Array, candidates: Array) -> Array:
@@ -163,8 +164,8 @@ def _finish(values: Array, retrieved: NDArray[np.bool_], method: str, fallback: 
         found = f"{method} in {100 * share:.0f}% of blocks" if retrieved.any() else f"no {method}"
         warnings.warn(f"{found}: too few usable pixels for an aerosol retrieval; AOD {fallback} assumed",
                       stacklevel=3)
-        return Retrieval(np.full(values.shape, fallback), f"climatology {fallback} ({found})")
-    if share < 0.1:
+        return Retrieval(np.full(values.shape, fallback), f"climatology {fallback} ({found})", assumed=True)
+    if share < MIN_RETRIEVED_SHARE:
         warnings.warn(f"{method}: aerosol retrieved in only {100 * share:.0f}% of the blocks; the rest is filled "
                       "from them", stacklevel=3)
     return Retrieval(fill_and_smooth(values, retrieved), f"{method} in {100 * share:.0f}% of blocks")
@@ -281,7 +282,7 @@ def water_vapour_from_band(
         misfit = (toa_reflectance(surface, absorbing_coef) - toa_absorbing[:, None]) ** 2
         values[retrieved] = _best_candidate(misfit, VAPOUR_CANDIDATES)
     if not retrieved.any():
-        return Retrieval(np.full(retrieved.shape, fallback), f"fallback {fallback}")
+        return Retrieval(np.full(retrieved.shape, fallback), f"fallback {fallback}", assumed=True)
     return Retrieval(fill_and_smooth(values, retrieved),
                      f"from the 945 nm band in {100 * float(retrieved.mean()):.0f}% of blocks")
 

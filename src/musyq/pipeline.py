@@ -407,8 +407,8 @@ def process_tile(
         surface = correct_tile(load_table(scene.sensor.id), tuple(reflective), toa, angles, valid, options.resolution,
                                atmosphere, prior, elevation, clear=quality == CLEAR)
         processing[valid] |= SURFACE_REFLECTANCE
-        if surface.notes["aot550"].startswith("climatology"):
-            processing[valid] |= AOD_CLIMATOLOGY  # the scene gave too little evidence for a retrieval
+        if surface.aot_assumed:
+            processing[valid] |= AOD_CLIMATOLOGY
         if options.nbar.enabled:
             properties.update(normalize_to_nadir(surface, angles, valid, processing, scene, geobox[window],
                                                  sun_zenith, options.nbar))

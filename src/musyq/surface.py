@@ -22,6 +22,7 @@ from .aerosol import (
     Blocks,
     BlockState,
     Channel,
+    Retrieval,
     dark_target_aot,
     prior_surface_aot,
     water_vapour_from_band,
@@ -77,6 +78,7 @@ class SurfaceResult:
     aot550: NDArray[np.float32]
     water_vapour: float  # mean over the covered part, g cm-2
     notes: dict[str, str]
+    aot_assumed: bool = False  # the AOD is climatology: the scene gave too little for a retrieval
 
 
 def _coarse_geometry(angles: NDArray[np.float32], rows: NDArray[np.intp], cols: NDArray[np.intp]) -> tuple[Array, Array, Array]:
@@ -125,20 +127,19 @@ def _water_vapour(
 def _aerosol(
     table: BandTable, bands: tuple[Band, ...], toa: NDArray[np.float32], valid: NDArray[np.bool_], blocks: Blocks,
     state: BlockState, options: AtmosphereOptions, prior: dict[str, NDArray[np.float32]] | None,
-) -> tuple[Array, str]:
+) -> Retrieval:
     if options.aot550 is not None:
-        return np.full(blocks.grid, options.aot550), f"given {options.aot550}"
+        return Retrieval(np.full(blocks.grid, options.aot550), f"given {options.aot550}")
     visible = _channels(bands, toa, ("blue", "red"))
     if prior is not None and visible is not None:
-        aerosol = prior_surface_aot(table, visible, prior, valid, blocks, state, DEFAULT_AOT)
-        return aerosol.values, aerosol.note
+        return prior_surface_aot(table, visible, prior, valid, blocks, state, DEFAULT_AOT)
     dark_target = _channels(bands, toa, ("blue", "red", "nir", "swir22"))
     if dark_target is None:
         warnings.warn(f"{table.sensor_id} has no 2.2 um band for a dark-target aerosol retrieval; AOD {DEFAULT_AOT} "
                       "assumed (give --aod, or --aod-prior with a surface reflectance of the same place)", stacklevel=3)
-        return np.full(blocks.grid, DEFAULT_AOT), f"climatology {DEFAULT_AOT} (no 2.2 um band)"
-    aerosol = dark_target_aot(table, dark_target, valid, blocks, state, DEFAULT_AOT)
-    return aerosol.values, aerosol.note
+        return Retrieval(np.full(blocks.grid, DEFAULT_AOT), f"climatology {DEFAULT_AOT} (no 2.2 um band)",
+                         assumed=True)
+    return dark_target_aot(table, dark_target, valid, blocks, state, DEFAULT_AOT)
 
 
 def correct_tile(
@@ -164,12 +165,12 @@ def correct_tile(
 
     usable = valid if clear is None else valid & clear
     vapour_block, vapour_note = _water_vapour(table, bands, toa, usable, blocks, state(np.ones(blocks.grid)), options)
-    aot_block, aot_note = _aerosol(table, bands, toa, usable, blocks, state(vapour_block), options, prior)
-    notes = {"water_vapour": vapour_note, "aot550": aot_note}
+    aerosol = _aerosol(table, bands, toa, usable, blocks, state(vapour_block), options, prior)
+    notes = {"water_vapour": vapour_note, "aot550": aerosol.note}
 
     rows, cols = coarse_nodes(shape[0], COEFFICIENT_STEP), coarse_nodes(shape[1], COEFFICIENT_STEP)
     sun, view, azimuth = _coarse_geometry(angles, rows, cols)
-    aot_nodes = blocks.interpolate(aot_block, rows, cols)
+    aot_nodes = blocks.interpolate(aerosol.values, rows, cols)
     vapour_nodes = blocks.interpolate(vapour_block, rows, cols)
     height_nodes = blocks.interpolate(heights, rows, cols)
     atmosphere = Atmosphere(aot_nodes, vapour_nodes, options.ozone, options.aerosol_model, height_nodes)
@@ -182,7 +183,7 @@ def correct_tile(
     aot_full[~valid] = np.nan
     covered = valid[np.ix_(rows, cols)]
     mean_vapour = float(vapour_nodes[covered].mean()) if covered.any() else float(vapour_nodes.mean())
-    return SurfaceResult(surface_bands, reflectance, aot_full, mean_vapour, notes)
+    return SurfaceResult(surface_bands, reflectance, aot_full, mean_vapour, notes, aerosol.assumed)
 
 
 def warp_band_to(source: rasterio.DatasetReader, index: int, geobox: GeoBox) -> NDArray[np.float32]:
