@@ -383,23 +383,24 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings, thresholds: SceneT
     if learnt.all_potential_is_cloud:
         cloud = potential.copy()  # a scene without clear land to set the threshold from (Fmask)
     cloud = _remove_small(cloud, int(round(settings.min_cloud_area_m2 / inputs.pixel_size**2)))
-    model = None
+    groups = None
     if settings.learned and inputs.pixel_size <= LEARNED_MAX_PIXEL_M:
         bands = {n: b for n in cloudmodel.NEEDED if (b := inputs.band(n)) is not None}
-        model = cloudmodel.groups_available(bands, inputs.brightness_temperature)
-        learned = cloudmodel.cloud_probability(bands, inputs.brightness_temperature, valid, inputs.pixel_size)
+        groups = cloudmodel.groups_available(bands, inputs.brightness_temperature)
+        learned = cloudmodel.cloud_probability(bands, inputs.brightness_temperature, valid, inputs.pixel_size,
+                                               cloudmodel.shipped_model(groups))
         rules = cloud & (learned > settings.rules_above) if settings.rules_above is not None else None
         cloud = _remove_small(_grown(learned > settings.learned_threshold, learned > settings.grow_probability),
                               int(round(settings.learned_min_area_m2 / inputs.pixel_size**2)))
         if rules is not None:
             cloud |= rules
-        if model == ("vnir",) and not settings.buffer_given:
+        if groups == ("vnir",) and not settings.buffer_given:
             settings = replace(settings, cloud_buffer_m=settings.vnir_cloud_buffer_m)
     neighbours = ndimage.convolve(cloud.astype(np.uint8), np.ones((3, 3), dtype=np.uint8), mode="constant")
     cloud |= (neighbours >= 5) & valid
     notes: dict[str, float | str] = {"land_threshold": round(learnt.land_threshold, 4)}
-    if model is not None:
-        notes["cloud_model"] = cloudmodel.model_name(model)
+    if groups is not None:
+        notes["cloud_model"] = cloudmodel.model_name(groups)
 
     shadow = np.zeros_like(cloud)
     if cloud.any():
@@ -423,7 +424,7 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings, thresholds: SceneT
     quality[~valid] = FILL
     probability = cloud_probability(tests.land_probability, tests.water_probability, water, potential,
                                     learnt.land_threshold)
-    if model is not None:
+    if groups is not None:
         t = settings.learned_threshold
         trees = np.where(learned < t, 50 * learned / t, 50 + 50 * (learned - t) / (1 - t)).astype(np.float32)
         kept = learned > settings.rules_above if settings.rules_above is not None else np.zeros_like(valid)

@@ -8,6 +8,7 @@ quality layer has one cloud code; shadows are found from the clouds by geometry,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -74,8 +75,6 @@ def fit_trees(samples: NDArray[np.float32], labels: NDArray[np.bool_], seed: int
 
 def train(patches: Sequence[LabelledPatch], groups: tuple[str, ...], seed: int = 0) -> TreeModel:
     """A cloud / not-cloud tree ensemble on the band groups ``groups``, from the patches' labels."""
-    import lightgbm
-
     samples, labels = training_samples(patches, groups, seed)
     dump = fit_trees(samples, labels, seed).dump_model()
     nodes: list[tuple[int, float, int, int, float]] = []
@@ -88,7 +87,7 @@ def train(patches: Sequence[LabelledPatch], groups: tuple[str, ...], seed: int =
     rounded = np.where(rounded.astype(np.float64) > thresholds, np.nextafter(rounded, np.float32(-np.inf)), rounded)
     info = {"trained_on": sorted(p.name for p in patches), "pixels": int(labels.size),
             "cloud_share": round(float(labels.mean()), 4), "seed": seed, "trees": TREES, "parameters": PARAMETERS,
-            "lightgbm": str(lightgbm.__version__)}
+            "lightgbm": version("lightgbm")}
     return TreeModel(groups, np.array(feature, dtype=np.int32), rounded.astype(np.float32),
                      np.array(left, dtype=np.int32), np.array(right, dtype=np.int32),
                      np.array(value, dtype=np.float32), np.array(roots, dtype=np.int32), info)

@@ -33,7 +33,6 @@ class LabelledPatch:
     bands: dict[str, NDArray[np.float32]]
     temperature: NDArray[np.float32] | None
     labels: NDArray[np.uint8]
-    thin: NDArray[np.bool_]  # labelled thin cloud (within ``labels == CLOUD``)
 
     @property
     def biome(self) -> str:
@@ -66,7 +65,7 @@ def read_biome_patch(image: Path) -> LabelledPatch:
         labels[raw == value] = code
     bands = {n: np.ascontiguousarray(data[i]) for i, n in enumerate(BIOME_BANDS)}
     temperature = np.ascontiguousarray(data[7]) if data.shape[0] == 8 else None
-    return LabelledPatch(image.stem, bands, temperature, labels, raw == 192)
+    return LabelledPatch(image.stem, bands, temperature, labels)
 
 
 def biome_patches(folder: Path) -> list[LabelledPatch]:
