@@ -100,18 +100,17 @@ def ukis_mask(name: str, bands: tuple[str, ...] = UKIS_BANDS,
 
 # Lower bounds just under the measured (OA, kappa, cloud P, cloud R, shadow P, shadow R). The rules alone:
 # L5 all bands .867 .79 .90/.93 .79/.82; L5 VNIR .861 .79 .86/.95 .80/.81; L7 all bands .849 .75 .91/.80 .86/.64;
-# L7 VNIR .847 .75 .91/.80 .86/.64. The default: L5 all bands .865 .79 .89/.93 .79/.82; L5 VNIR .789 .68
-# .68/1.00 .84/.69 (the 60 m buffer of 4-band clouds against labels drawn tight); L7 all bands .825 .71 .98/.70
-# .79/.69 (the trees rule out the haze over desert these labels call cloud); L7 VNIR .859 .77 .90/.85 .87/.67.
+# L7 VNIR .847 .75 .91/.80 .86/.64. The default: L5 all bands .866 .79 .89/.93 .79/.82; L5 VNIR .862 .79
+# .86/.95 .80/.83; L7 all bands .847 .75 .96/.76 .82/.71; L7 VNIR .851 .75 .95/.78 .83/.70.
 UKIS_BOUNDS = {
     (MaskMethod.rules, "landsat5", 6): (0.86, 0.78, 0.89, 0.92, 0.78, 0.81),
     (MaskMethod.rules, "landsat5", 4): (0.85, 0.78, 0.85, 0.94, 0.79, 0.80),
     (MaskMethod.rules, "landsat7", 6): (0.84, 0.74, 0.90, 0.79, 0.85, 0.63),
     (MaskMethod.rules, "landsat7", 4): (0.84, 0.74, 0.90, 0.79, 0.85, 0.63),
     (MaskMethod.musyq, "landsat5", 6): (0.86, 0.78, 0.88, 0.92, 0.78, 0.81),
-    (MaskMethod.musyq, "landsat5", 4): (0.78, 0.67, 0.67, 0.99, 0.83, 0.68),
-    (MaskMethod.musyq, "landsat7", 6): (0.83, 0.71, 0.96, 0.71, 0.79, 0.68),
-    (MaskMethod.musyq, "landsat7", 4): (0.85, 0.75, 0.88, 0.84, 0.86, 0.62),
+    (MaskMethod.musyq, "landsat5", 4): (0.855, 0.78, 0.85, 0.94, 0.79, 0.82),
+    (MaskMethod.musyq, "landsat7", 6): (0.84, 0.74, 0.95, 0.75, 0.81, 0.69),
+    (MaskMethod.musyq, "landsat7", 4): (0.845, 0.745, 0.94, 0.77, 0.82, 0.69),
 }
 
 

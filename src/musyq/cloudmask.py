@@ -88,8 +88,8 @@ class MaskSettings:
     grow_probability: float = 0.3  # learned clouds grow into touching pixels of at least this probability
     learned_min_area_m2: float = 900.0
     rules_above: float | None = None  # keep the rules' clouds where the learned probability exceeds this
-    # with blue, green, red and nir alone thin cloud edges are barely seen: the learned clouds are grown by
-    # this much (as CFMask grows its clouds by 3 px of 30 m)
+    # with blue, green, red and nir alone on pixels finer than the trees' 30 m, the thin edges that the block
+    # means dilute are barely seen: the clouds are grown by this much (as CFMask grows its clouds by 3 px of 30 m)
     vnir_cloud_buffer_m: float = 60.0
     buffer_given: bool = False  # the user set the cloud buffer: no buffer of the method's own
 
@@ -394,7 +394,7 @@ def fmask_quality(inputs: MaskInputs, settings: MaskSettings, thresholds: SceneT
                               int(round(settings.learned_min_area_m2 / inputs.pixel_size**2)))
         if rules is not None:
             cloud |= rules
-        if groups == ("vnir",) and not settings.buffer_given:
+        if groups == ("vnir",) and inputs.pixel_size < cloudmodel.EVALUATION_M and not settings.buffer_given:
             settings = replace(settings, cloud_buffer_m=settings.vnir_cloud_buffer_m)
     neighbours = ndimage.convolve(cloud.astype(np.uint8), np.ones((3, 3), dtype=np.uint8), mode="constant")
     cloud |= (neighbours >= 5) & valid
@@ -446,7 +446,7 @@ _RULES = MaskSettings()
 METHODS: dict[MaskMethod, MaskSettings] = {
     # the trees' clouds, and the rules' clouds where the trees do not rule them out: the trees carry the
     # absolute tests a scene-relative threshold lacks on snow, ice, bright soil and haze over clear land
-    MaskMethod.musyq: replace(_RULES, learned=True, rules_above=0.01),
+    MaskMethod.musyq: replace(_RULES, learned=True, rules_above=0.005),
     # Fmask 4 tests, a haze test relative to the scene, buffers tuned on hand-labelled scenes
     MaskMethod.rules: _RULES,
     # gradient-boosted trees trained on the L8 Biome patches alone (the spectral tests still give water and snow)
