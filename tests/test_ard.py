@@ -198,7 +198,8 @@ def test_atmosphere_options_on_the_command_line(samples: Path, tmp_path: Path) -
     assert "SR" not in item["assets"] and "AOD" not in item["assets"] and "TOA" in item["assets"]
     for bad, message in ((("--aod", "lots"), "--aod takes 'auto' or a number"),
                          (("--aod", "3"), "outside the tables"),
-                         (("--aerosol-model", "desert"), "unknown aerosol model")):
+                         (("--aerosol-model", "desert"), "unknown aerosol model"),
+                         (("--aerosol-method", "sky"), "unknown aerosol retrieval")):
         output = run("ard", str(product), "--out", str(tmp_path / "bad"), *common, *bad)
         assert "[exit 1]" in output and message in output, output
 

@@ -154,3 +154,20 @@ def test_bandpass_stage_of_the_ard_pipeline(samples: Path, tmp_path: Path) -> No
             np.testing.assert_allclose(adjusted[k][where], slope * plain[k][where] + offset, atol=1.5e-4)
     rededge = names.index("rededge1")
     np.testing.assert_array_equal(adjusted[rededge][valid], plain[rededge][valid])
+
+
+def test_shipped_endmembers_are_what_the_command_makes(tmp_path: Path) -> None:
+    """``musyq bandpass endmembers`` regenerates the aerosol retrieval's vegetation and soil spectra exactly, and
+    they look like a canopy (red edge, NIR plateau) and a soil (reflectance rising through the visible)."""
+    from musyq.sensors import endmember_bands, endmember_spectra
+
+    out = tmp_path / "endmembers.csv"
+    result = CliRunner().invoke(app, ["bandpass", "endmembers", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    regenerated = np.loadtxt(out, delimiter=",", skiprows=1)
+    wavelength, shipped = endmember_spectra()
+    np.testing.assert_array_equal(regenerated[:, 0], wavelength)
+    np.testing.assert_allclose(regenerated[:, 1:].T, shipped, atol=1e-6)
+    vegetation, soil = endmember_bands("S2A_MSI", ("B02", "B03", "B04", "B08"))
+    assert vegetation[3] > 8 * vegetation[2] and vegetation[1] > vegetation[0] > vegetation[2] * 1.2
+    assert soil[0] < soil[1] < soil[2] < soil[3]

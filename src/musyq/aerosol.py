@@ -10,6 +10,11 @@ makes the correction consistent with the TOA signal.
   scattering angle, and blue follows red. The AOD is the one whose simulated blue and red TOA best
   match the observed ones. Where too few blocks hold dark vegetation, a climatological AOD is taken
   and the note says so.
+* Aerosol from the shape of vegetated pixels' spectra (Guanter et al. 2005, as in iCOR), for any
+  sensor with blue, green, red and NIR: the surface of a few reference pixels, chosen across the
+  vegetated part of a block's NDVI range, must be a mixture of a green-vegetation and a bare-soil
+  spectrum; too little aerosol leaves blue too bright for any mixture, too much makes it too dark.
+  The AOD is the one that lets the mixtures reproduce the reference pixels' TOA in every band.
 * Aerosol from a surface-reflectance prior, for sensors without a 2.2 um band: the same fit, with
   the blue and red surface taken from a harmonized reflectance of the same place.
 * Water vapour from the 945 nm absorption band against the 865 nm window (Sentinel-2 B09/B8A):
@@ -36,6 +41,7 @@ from .atmcor import (
     toa_reflectance,
 )
 from .lut import BandTable, scattering_angle
+from .sensors import endmember_bands, get_sensor
 
 Array = NDArray[np.float64]
 
@@ -45,6 +51,10 @@ DARK_SWIR = (0.01, 0.25)
 MIN_DARK_PIXELS = 100
 # below this share of blocks with dark vegetation the retrieval is too thin to fill the rest from
 MIN_RETRIEVED_SHARE = 0.1
+ENDMEMBER_BANDS = ("blue", "green", "red", "nir")
+VEGETATED_NDVI = 0.5  # reference pixels are vegetated: built-up and bare ones are not veg-soil mixtures
+REFERENCE_CLASSES = 5
+DARKEST_PERCENT = 10.0  # in each NDVI class, the pixels darkest in blue (least adjacency, strongest signal)
 CLIMATOLOGY_AOT = 0.15  # global mean AOD at 550 nm over land (MODIS and AERONET, about 0.15)
 
 
@@ -234,6 +244,80 @@ def dark_target_aot(
         observed = [(channels[name].band, means[name][retrieved]) for name in ("blue", "red")]
         values[retrieved] = _fit_aot(table, state, retrieved, observed, surface)
     return _finish(values, retrieved, "dark target", fallback, MIN_RETRIEVED_SHARE)
+
+
+def reference_pixels(toa: dict[str, NDArray[Any]], usable: NDArray[np.bool_],
+                     needed: int) -> tuple[Array, NDArray[np.bool_]]:
+    """Per block, the median TOA spectrum (``ENDMEMBER_BANDS``) of each of ``REFERENCE_CLASSES`` NDVI classes of
+    the vegetated pixels, from the pixels darkest in blue: (block_row, block_col, class, band) and which blocks
+    have ``needed`` vegetated pixels."""
+    blue, red, nir = toa["blue"], toa["red"], toa["nir"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndvi = (nir - red) / (nir + red)
+    vegetated = usable & (ndvi > VEGETATED_NDVI) & (blue < 0.25)
+    enough = vegetated.sum(axis=-1) >= max(needed, REFERENCE_CLASSES)
+    spectra = np.full((*enough.shape, REFERENCE_CLASSES, len(ENDMEMBER_BANDS)), np.nan)
+    stack = np.stack([toa[n] for n in ENDMEMBER_BANDS], axis=-1)
+    for r, c in zip(*np.nonzero(enough), strict=True):
+        inside = vegetated[r, c]
+        values, greenness = stack[r, c][inside], ndvi[r, c][inside]
+        classes = np.minimum((np.argsort(np.argsort(greenness)) * REFERENCE_CLASSES) // len(greenness),
+                             REFERENCE_CLASSES - 1)
+        for k in range(REFERENCE_CLASSES):
+            member = values[classes == k]
+            darkest = member[member[:, 0] <= np.percentile(member[:, 0], DARKEST_PERCENT)]
+            spectra[r, c, k] = np.median(darkest, axis=0)
+    return spectra, enough
+
+
+def _mixture_fit(surface: Array, members: Array, weights: Array) -> Array:
+    """The non-negative mixture of the endmembers (2, bands) closest to each surface spectrum (last axis bands),
+    in the weighted least-squares sense."""
+    w = weights / weights.sum()
+    gram = (members * w) @ members.T
+    rhs = (surface * w) @ members.T
+    det = gram[0, 0] * gram[1, 1] - gram[0, 1] ** 2
+    both = np.stack([gram[1, 1] * rhs[..., 0] - gram[0, 1] * rhs[..., 1],
+                     gram[0, 0] * rhs[..., 1] - gram[0, 1] * rhs[..., 0]], axis=-1) / det
+    single = [np.clip(rhs[..., [k]] / gram[k, k], 0.0, None) * np.eye(2)[k] for k in range(2)]
+    candidates = np.stack([np.where((both >= 0).all(axis=-1, keepdims=True), both, 0.0), *single], axis=-2)
+    fitted = candidates @ members
+    misfit = (((fitted - surface[..., None, :]) ** 2) * w).sum(axis=-1)
+    misfit[..., 0] = np.where((both >= 0).all(axis=-1), misfit[..., 0], np.inf)
+    best = np.argmin(misfit, axis=-1)
+    return np.asarray(np.take_along_axis(fitted, best[..., None, None], axis=-2)[..., 0, :], dtype=np.float64)
+
+
+def endmember_aot(
+    table: BandTable, channels: dict[str, Channel], valid: NDArray[np.bool_], blocks: Blocks, state: BlockState,
+    fallback: float,
+) -> Retrieval:
+    """AOD at 550 nm per block from the spectral shape of vegetated pixels; ``channels`` has ``ENDMEMBER_BANDS``."""
+    toa = {n: blocks.split(channels[n].toa) for n in ENDMEMBER_BANDS}
+    needed = min(MIN_DARK_PIXELS * REFERENCE_CLASSES // 2, blocks.size**2 // 4)
+    spectra, retrieved = reference_pixels(toa, blocks.split(valid).astype(bool), needed)
+    values = np.full(retrieved.shape, np.nan)
+    if retrieved.any():
+        band_ids = tuple(channels[n].band for n in ENDMEMBER_BANDS)
+        members = endmember_bands(table.sensor_id, band_ids)
+        sensor = get_sensor(table.sensor_id)
+        weights = np.array([sensor.band(b).center_wavelength ** -2.0 for b in band_ids])  # blue counts most
+        observed = spectra[retrieved]  # (blocks, classes, bands)
+        coefs = [state.coefficients(table, b, retrieved, AOT_CANDIDATES[None, :]) for b in band_ids]
+        expand = [Coefficients(c.gain[:, None], c.offset[:, None], c.albedo[:, None]) for c in coefs]
+        surface = np.stack([surface_reflectance(observed[:, :, [k]], expand[k]) for k in range(len(band_ids))],
+                           axis=-1)  # (blocks, classes, candidates, bands)
+        mixture = _mixture_fit(surface, members, weights)
+        simulated = np.stack([toa_reflectance(mixture[..., k], expand[k]) for k in range(len(band_ids))], axis=-1)
+        misfit = (((simulated - observed[:, :, None, :]) ** 2) * weights).sum(axis=-1)
+        # an AOD that makes any reference pixel's surface negative is impossible
+        misfit = np.where((surface < 0).any(axis=-1), np.inf, misfit).sum(axis=1)
+        possible = np.isfinite(misfit).any(axis=-1)
+        worst = np.where(np.isfinite(misfit), misfit, -np.inf).max(axis=-1, keepdims=True)
+        block_values = _best_candidate(np.where(np.isfinite(misfit), misfit, 2 * worst + 1.0), AOT_CANDIDATES)
+        values[retrieved] = np.where(possible, block_values, np.nan)
+        retrieved = retrieved & np.isfinite(values)
+    return _finish(values, retrieved, "endmember fit", fallback, MIN_RETRIEVED_SHARE)
 
 
 def prior_surface_aot(

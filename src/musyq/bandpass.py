@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from musyq.errors import MusyqError, SensorError
 from musyq.sensors import (
+    ENDMEMBERS_FILE,
     Band,
     Sensor,
     available_sensors,
@@ -149,6 +150,36 @@ def generate_library(count: int = 3000, seed: int = 1) -> tuple[Array, dict[str,
     brightness = rng.uniform(0.2, 1.8, count - canopies)[:, None]
     land[canopies:] = np.clip(brightness * (wetness * dry + (1 - wetness) * wet), 0, 1)
     return np.arange(400.0, 400.0 + dry.size), {"land": land, "water": water_spectra(rng, count // 3)}
+
+
+# A closed green canopy and PROSAIL's dry soil: the two ends of the mixtures the endmember aerosol
+# retrieval fits to vegetated pixels (Guanter et al. 2005 take one vegetation and one soil spectrum)
+ENDMEMBER_CANOPY = {"n": 1.5, "cab": 40.0, "car": 8.0, "cbrown": 0.0, "cw": 0.012, "cm": 0.009, "lai": 4.0,
+                    "lidfa": 57.0, "hspot": 0.1, "tts": 35.0, "tto": 0.0, "psi": 0.0, "ant": 0.0, "rsoil": 0.5,
+                    "psoil": 0.5}
+
+
+def generate_endmembers() -> tuple[Array, Array]:
+    """(wavelength nm, [vegetation, soil] reflectance) from PROSAIL (``pip install 'musyq[bandpass]'``)."""
+    try:
+        import prosail
+    except ImportError:
+        raise MusyqError("generating the endmember spectra needs prosail: pip install 'musyq[bandpass]'") from None
+    vegetation = prosail.run_prosail(prospect_version="D", factor="SDR", **ENDMEMBER_CANOPY)
+    soil = prosail.spectral_lib.soil.rsoil1
+    return np.arange(400.0, 400.0 + soil.size), np.stack([vegetation, soil])
+
+
+def save_endmembers(path: Path | None = None) -> Path:
+    """Write the endmember spectra where ``musyq.sensors.endmember_spectra`` reads them (or to ``path``)."""
+    target = path or Path(str(resources.files("musyq").joinpath("data", "endmembers", ENDMEMBERS_FILE)))
+    wavelength, spectra = generate_endmembers()
+    partial = target.with_name(f".{target.name}.partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(partial, np.column_stack([wavelength, spectra.T]), delimiter=",", fmt=["%.0f", "%.6f", "%.6f"],
+               header="wavelength_nm,vegetation,soil", comments="")
+    partial.replace(target)
+    return target
 
 
 def simulate(sensor: Sensor, bands: list[Band], wavelength_nm: Array, spectra: Array) -> Array:

@@ -196,3 +196,23 @@ def solar_irradiance(name: str) -> dict[str, float]:
     wl, irradiance = solar_spectrum()
     values = band_average(name, wl, irradiance)
     return {band: float(v) for band, v in zip(spectral_response(name).band_ids, values, strict=True)}
+
+
+ENDMEMBERS_FILE = "vegetation-soil.csv"
+
+
+@cache
+def endmember_spectra() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Green vegetation and bare soil reflectance spectra (wavelength nm; rows vegetation, soil), shipped as
+    made by ``musyq bandpass endmembers`` from PROSAIL."""
+    with _data_file("endmembers", ENDMEMBERS_FILE).open() as handle:
+        table = np.loadtxt(handle, delimiter=",", skiprows=1)
+    return table[:, 0], np.ascontiguousarray(table[:, 1:].T)
+
+
+def endmember_bands(name: str, bands: tuple[str, ...]) -> NDArray[np.float64]:
+    """The vegetation and soil endmembers as the sensor's bands would record them: (2, bands)."""
+    wavelength, spectra = endmember_spectra()
+    solar_wl, irradiance = solar_spectrum()
+    weight = np.interp(spectral_response(name).wavelength_nm, solar_wl, irradiance)
+    return band_average(name, wavelength, spectra, bands, weight=weight)

@@ -23,7 +23,9 @@ from .aerosol import (
     BlockState,
     Channel,
     Retrieval,
+    ENDMEMBER_BANDS,
     dark_target_aot,
+    endmember_aot,
     prior_surface_aot,
     water_vapour_from_band,
 )
@@ -42,6 +44,7 @@ DEFAULT_OZONE = 0.3
 MAX_ELEVATION_M = 6500.0  # the tables hold 6S runs for targets up to 6 km (pressure ratio 0.45)
 BLOCK_METRES = 6000.0
 COEFFICIENT_STEP = 16  # pixels between coarse coefficient nodes
+AEROSOL_METHODS = ("auto", "dark-target", "endmember")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class AtmosphereOptions:
     water_vapour: float | None = None
     ozone: float = DEFAULT_OZONE
     aerosol_model: str = "continental"
+    # auto: dark target where there is a 2.2 um band and dark vegetation, else the endmember fit
+    aerosol_method: str = "auto"
     aot_prior: Path | None = None  # surface reflectance of the same place, for sensors without 2.2 um
     elevation_m: float = 0.0  # surface height when no DEM is given
     dem: Path | None = None
@@ -59,6 +64,8 @@ class AtmosphereOptions:
     def __post_init__(self) -> None:
         if self.aerosol_model not in AEROSOL_MODELS:
             raise MusyqError(f"unknown aerosol model {self.aerosol_model!r}; choose from {', '.join(AEROSOL_MODELS)}")
+        if self.aerosol_method not in AEROSOL_METHODS:
+            raise MusyqError(f"unknown aerosol retrieval {self.aerosol_method!r}; choose from {', '.join(AEROSOL_METHODS)}")
         if self.aot550 is not None and not 0.0 <= self.aot550 <= 1.5:
             raise MusyqError(f"AOD {self.aot550} is outside the tables (0 to 1.5)")
         if self.water_vapour is not None and not 0.0 <= self.water_vapour <= 8.0:
@@ -134,12 +141,27 @@ def _aerosol(
     if prior is not None and visible is not None:
         return prior_surface_aot(table, visible, prior, valid, blocks, state, DEFAULT_AOT)
     dark_target = _channels(bands, toa, ("blue", "red", "nir", "swir22"))
-    if dark_target is None:
-        warnings.warn(f"{table.sensor_id} has no 2.2 um band for a dark-target aerosol retrieval; AOD {DEFAULT_AOT} "
-                      "assumed (give --aod, or --aod-prior with a surface reflectance of the same place)", stacklevel=3)
-        return Retrieval(np.full(blocks.grid, DEFAULT_AOT), f"climatology {DEFAULT_AOT} (no 2.2 um band)",
-                         assumed=True)
-    return dark_target_aot(table, dark_target, valid, blocks, state, DEFAULT_AOT)
+    vnir = _channels(bands, toa, ENDMEMBER_BANDS)
+    method = options.aerosol_method
+    if method == "auto":
+        method = "dark-target" if dark_target is not None else "endmember"
+    if method == "dark-target" and dark_target is None:
+        raise MusyqError(f"{table.sensor_id} has no 2.2 um band for a dark-target aerosol retrieval; "
+                         "use --aerosol-method endmember or give --aod")
+    if method == "endmember" and vnir is None:
+        raise MusyqError(f"the endmember aerosol retrieval needs {', '.join(ENDMEMBER_BANDS)}; "
+                         f"{table.sensor_id} lacks some of them (give --aod)")
+    if method == "dark-target" and dark_target is not None:
+        can_fall_back = options.aerosol_method == "auto" and vnir is not None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = dark_target_aot(table, dark_target, valid, blocks, state, DEFAULT_AOT)
+        if not (result.assumed and can_fall_back):
+            for warning in caught:
+                warnings.warn(warning.message, stacklevel=3)
+            return result
+    assert vnir is not None
+    return endmember_aot(table, vnir, valid, blocks, state, DEFAULT_AOT)
 
 
 def correct_tile(

@@ -14,6 +14,7 @@ from rich.progress import (
 )
 
 from musyq.cli.options import (
+    AerosolMethodOption,
     AerosolModelOption,
     AodOption,
     AodPriorOption,
@@ -94,6 +95,7 @@ def ard(
     water_vapour: str = WaterVapourOption,
     ozone: float = OzoneOption,
     aerosol_model: str = AerosolModelOption,
+    aerosol_method: str = AerosolMethodOption,
     aod_prior: Path | None = AodPriorOption,
     elevation: float = ElevationOption,
     dem: Path | None = DemOption,
@@ -112,7 +114,7 @@ def ard(
     with user_errors():
         options = ArdOptions(resolution=resolution, tiles=tuple(tile), version=version, resampling=resampling,
                              overwrite=overwrite, atmosphere=atmosphere_options(aod, water_vapour, ozone, aerosol_model,
-                                                                     aod_prior, elevation, dem),
+                                                                     aod_prior, elevation, dem, aerosol_method),
                              mask=MaskOptions(mask_method, cloud_buffer, shadow_buffer),
                              nbar=NbarOptions(nbar, brdf_prior),
                              coregistration=CoregistrationOptions(coregister_to, coregister_band, coregister_max_rmse),

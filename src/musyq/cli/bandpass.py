@@ -28,6 +28,16 @@ def build(
     Console().print(f"{path}: coefficients for {len(table['pairs'])} source sensors")  # type: ignore[arg-type]
 
 
+@app.command("endmembers")
+def endmembers(
+    out: Path | None = typer.Option(None, "--out", "-o", help="CSV to write; default: the package's own."),
+) -> None:
+    """Regenerate the vegetation and soil spectra of the endmember aerosol retrieval (PROSAIL)."""
+    with user_errors():
+        path = bandpass.save_endmembers(out)
+    Console().print(f"{path}: vegetation and soil reflectance, 400-2500 nm")
+
+
 @app.command("show")
 def show(
     source: str = typer.Argument(..., help="Sensor whose bands are adjusted."),

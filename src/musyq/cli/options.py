@@ -40,8 +40,11 @@ def stack_options(sensor: str | None, when: str | None, scale: float, offset: fl
     return StackOptions(sensor=sensor, acquired=acquired, scale=scale, offset=offset)
 
 
-AodOption = typer.Option("auto", "--aod", help="Aerosol optical depth at 550 nm: 'auto' (dark-target retrieval), "
-                         "a value, or 'off' for no atmospheric correction.")
+AodOption = typer.Option("auto", "--aod", help="Aerosol optical depth at 550 nm: 'auto' (retrieved, see "
+                         "--aerosol-method), a value, or 'off' for no atmospheric correction.")
+AerosolMethodOption = typer.Option("auto", "--aerosol-method", help="Aerosol retrieval: 'dark-target' (needs a 2.2 um "
+                                   "band), 'endmember' (blue, green, red and NIR of vegetated pixels), or 'auto' "
+                                   "(dark target where it can run, else endmember).")
 WaterVapourOption = typer.Option("auto", "--water-vapour", help="Column water vapour in g/cm2, or 'auto' "
                                  "(from the 945 nm band where the sensor has one, else 1.5).")
 OzoneOption = typer.Option(0.3, "--ozone", help="Ozone column in cm-atm (0.3 = 300 DU).")
@@ -66,14 +69,15 @@ DemOption = typer.Option(None, "--dem", help="Elevation model (metres) for the s
 
 def atmosphere_options(
     aod: str, water_vapour: str, ozone: float, aerosol_model: str, aot_prior: Path | None = None,
-    elevation: float = 0.0, dem: Path | None = None,
+    elevation: float = 0.0, dem: Path | None = None, aerosol_method: str = "auto",
 ) -> AtmosphereOptions | None:
     """The atmospheric correction the user asked for, or ``None`` for TOA only."""
     if aod.strip().lower() == "off":
         return None
     return AtmosphereOptions(aot550=_auto_or_number("--aod", aod),
                              water_vapour=_auto_or_number("--water-vapour", water_vapour),
-                             ozone=ozone, aerosol_model=aerosol_model, aot_prior=aot_prior,
+                             ozone=ozone, aerosol_model=aerosol_model, aerosol_method=aerosol_method,
+                             aot_prior=aot_prior,
                              elevation_m=elevation, dem=dem)
 
 
@@ -81,7 +85,7 @@ MaskMethodOption = typer.Option(MaskMethod.musyq, "--mask-method", help="Cloud-m
 CloudBufferOption = typer.Option(None, "--cloud-buffer", help="Grow clouds by this many metres "
                                  f"(default: the method's own; musyq {METHODS[MaskMethod.musyq].cloud_buffer_m:g}, "
                                  f"{METHODS[MaskMethod.musyq].vnir_cloud_buffer_m:g} with blue, green, red and nir "
-                                 "alone).")
+                                 "alone on pixels finer than 30 m).")
 ShadowBufferOption = typer.Option(None, "--shadow-buffer", help="Grow cloud shadows by this many metres "
                                   f"(default: the method's own; musyq {METHODS[MaskMethod.musyq].shadow_buffer_m:g}).")
 
