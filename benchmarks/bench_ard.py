@@ -25,7 +25,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from musyq.grid import get_tile
+from musyq.core.grid import get_tile
 
 CROP = Path(__file__).resolve().parents[1] / "src/musyq/data/samples/S2A_20160112_T18SVG_crop"
 TILE = "18SVG"
@@ -38,7 +38,7 @@ FLOOR = textwrap.dedent("""
     from rasterio.enums import Resampling
     from rasterio.io import MemoryFile
     from rasterio.warp import reproject
-    from musyq.grid import get_tile
+    from musyq.core.grid import get_tile
 
     inputs, out, resolution = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
     geobox = get_tile(sys.argv[4]).geobox(resolution)

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_ard import ACQUIRED, CROP, TILE, build_full_tile, measure  # noqa: E402
 
-from musyq.lut import load_table  # noqa: E402
+from musyq.ard.lut import load_table  # noqa: E402
 
 
 def run(inputs: Path, out: Path, *atmosphere: str) -> tuple[float, float]:

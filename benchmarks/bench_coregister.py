@@ -32,7 +32,7 @@ import numpy as np
 import rasterio
 from scipy import ndimage
 
-from musyq.coregister import MAX_WINDOWS, Mode, read_pair, register, window_size
+from musyq.ard.coregister import MAX_WINDOWS, Mode, read_pair, register, window_size
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "openeo-31UFS"
 SHIFTS = [(0.3, -0.2), (1.7, 0.45), (-2.25, 1.1), (0.05, -3.3), (0.77, 0.61), (-0.4, 0.9), (2.9, 2.6), (-1.35, -0.05)]

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from musyq.cloudmask import MaskInputs, MaskMethod, compute_mask
-from musyq.output import CLOUD
-from musyq.pipeline import ArdOptions, mask_inputs, toa_on_tile
-from musyq.readers import open_scene
+from musyq.ard.cloudmask import MaskInputs, MaskMethod, compute_mask
+from musyq.io.output import CLOUD
+from musyq.ard.pipeline import ArdOptions, mask_inputs, toa_on_tile
+from musyq.io.readers import open_scene
 
 S2CLOUDLESS_BANDS = ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")
 PIXEL_SIZE = 20.0  # the repeated image is treated as a 20 m one, the resolution masks are usually made at

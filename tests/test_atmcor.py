@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import rasterio
 
-from musyq.atmcor import (
+from musyq.ard.atmcor import (
     Atmosphere,
     _cubic_weights,
     coefficients,
     surface_reflectance,
     toa_reflectance,
 )
-from musyq.lut import load_table
-from musyq.sensors import get_sensor
-from musyq.surface import AtmosphereOptions, correct_tile
+from musyq.ard.lut import load_table
+from musyq.core.sensors import get_sensor
+from musyq.ard.surface import AtmosphereOptions, correct_tile
 
 from .conftest import DATA
 from .smac import read_coefficients, smac_inverse
@@ -139,7 +139,7 @@ def test_endmember_retrieval_agrees_with_icor_on_the_real_crop() -> None:
 def test_endmember_retrieval_recovers_the_aod_of_a_simulated_scene() -> None:
     """TOA simulated with the tables from vegetation-soil mixtures (with 3 % spectral noise) at an AOD that
     changes across the scene: the retrieval finds it block by block, in any sensor's bands, Gaofen's too."""
-    from musyq.sensors import endmember_bands
+    from musyq.core.sensors import endmember_bands
 
     rng = np.random.default_rng(4)
     for sensor_id in ("S2A_MSI", "GF1_WFV1"):
@@ -185,8 +185,8 @@ def test_aerosol_from_a_surface_prior_recovers_the_references_aod() -> None:
 def test_dark_target_recovers_the_aod_of_a_simulated_scene() -> None:
     """TOA simulated with the tables from a vegetated surface that obeys the dark-target relations:
     the retrieval must find the AOD it was simulated with, block by block."""
-    from musyq.aerosol import dark_vegetation_surface
-    from musyq.lut import scattering_angle
+    from musyq.ard.aerosol import dark_vegetation_surface
+    from musyq.ard.lut import scattering_angle
 
     table = load_table("L8_OLI")
     sensor = get_sensor("L8_OLI")
@@ -217,7 +217,7 @@ def test_dark_target_recovers_the_aod_of_a_simulated_scene() -> None:
 
 
 def test_water_and_cloud_stay_finite_and_encode_without_wrapping() -> None:
-    from musyq.output import encode_reflectance
+    from musyq.io.output import encode_reflectance
 
     bands, toa, angles, valid = _crop_toa()
     result = correct_tile(load_table("S2A_MSI"), bands, toa, angles, valid, 10.0, AtmosphereOptions(aot550=0.4))

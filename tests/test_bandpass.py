@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from typer.testing import CliRunner
 
-from musyq.bandpass import (
+from musyq.ard.bandpass import (
     HLS,
     SURFACES,
     coefficients,
@@ -21,8 +21,8 @@ from musyq.bandpass import (
     table_path,
 )
 from musyq.cli import app
-from musyq.output import WATER
-from musyq.sensors import get_sensor
+from musyq.io.output import WATER
+from musyq.core.sensors import get_sensor
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_bandpass_stage_of_the_ard_pipeline(samples: Path, tmp_path: Path) -> No
 def test_shipped_endmembers_are_what_the_command_makes(tmp_path: Path) -> None:
     """``musyq bandpass endmembers`` regenerates the aerosol retrieval's vegetation and soil spectra exactly, and
     they look like a canopy (red edge, NIR plateau) and a soil (reflectance rising through the visible)."""
-    from musyq.sensors import endmember_bands, endmember_spectra
+    from musyq.core.sensors import endmember_bands, endmember_spectra
 
     out = tmp_path / "endmembers.csv"
     result = CliRunner().invoke(app, ["bandpass", "endmembers", "--out", str(out)])

@@ -14,8 +14,8 @@ from odc.geo.geobox import GeoBox
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from musyq.angles import EphemerisAngles
-from musyq.brdf import (
+from musyq.core.angles import EphemerisAngles
+from musyq.ard.brdf import (
     Coefficients,
     KernelGrids,
     brdf,
@@ -28,9 +28,9 @@ from musyq.brdf import (
     roy_coefficients,
 )
 from musyq.cli import app
-from musyq.readers.landsat import read_track
-from musyq.readers.odl import find_value, read_metadata_file
-from musyq.sensors import get_sensor
+from musyq.io.readers.landsat import read_track
+from musyq.io.readers.odl import find_value, read_metadata_file
+from musyq.core.sensors import get_sensor
 
 from .conftest import DATA
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from musyq.cli import app
 from musyq.cli.demo import CROP_TIME
-from musyq.cloudmask import (
+from musyq.ard.cloudmask import (
     MaskInputs,
     MaskMethod,
     MaskResult,
@@ -24,12 +24,12 @@ from musyq.cloudmask import (
     learn_thresholds,
     with_bands,
 )
-from musyq.errors import MissingBandError
-from musyq.maskfile import read_reflectance
-from musyq.output import CLEAR, CLOUD, CLOUD_SHADOW, FILL, SNOW, WATER
-from musyq.pipeline import MASK_HALO_M, ArdOptions, mask_inputs, toa_on_tile
-from musyq.readers import StackOptions, open_scene
-from musyq.shadow import ShadowGeometry
+from musyq.core.errors import MissingBandError
+from musyq.ard.maskfile import read_reflectance
+from musyq.io.output import CLEAR, CLOUD, CLOUD_SHADOW, FILL, SNOW, WATER
+from musyq.ard.pipeline import MASK_HALO_M, ArdOptions, mask_inputs, toa_on_tile
+from musyq.io.readers import StackOptions, open_scene
+from musyq.ard.shadow import ShadowGeometry
 
 DATA = Path(__file__).parent / "data"
 UKIS_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")

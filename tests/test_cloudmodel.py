@@ -11,13 +11,13 @@ import pytest
 import rasterio
 from typer.testing import CliRunner
 
-from musyq import cloudmodel
+from musyq.ard import cloudmodel
 from musyq.cli import app
-from musyq.cloudmask import MaskInputs, MaskMethod, compute_mask
-from musyq.cloudtrain import fit_trees, train, training_samples
-from musyq.errors import InputError
-from musyq.labelled import PatchScore, Scores, biome_patches, mask_patch, read_biome_patch
-from musyq.output import CLOUD, SNOW
+from musyq.ard.cloudmask import MaskInputs, MaskMethod, compute_mask
+from musyq.ard.cloudtrain import fit_trees, train, training_samples
+from musyq.core.errors import InputError
+from musyq.ard.labelled import PatchScore, Scores, biome_patches, mask_patch, read_biome_patch
+from musyq.io.output import CLOUD, SNOW
 
 DATA = Path(__file__).parent / "data"
 BIOME = DATA / "l8-biome"

@@ -14,7 +14,7 @@ from skimage.transform import AffineTransform, warp
 from typer.testing import CliRunner
 
 from musyq.cli import app
-from musyq.coregister import Mode, register
+from musyq.ard.coregister import Mode, register
 
 from .conftest import DATA
 

@@ -6,9 +6,9 @@ import pytest
 import rasterio
 from odc.geo.geom import box
 
-from musyq.errors import GridError
-from musyq.grid import TILE_SIZE_M, get_tile, tiles_touching
-from musyq.readers.sentinel2 import parse_tile_metadata
+from musyq.core.errors import GridError
+from musyq.core.grid import TILE_SIZE_M, get_tile, tiles_touching
+from musyq.io.readers.sentinel2 import parse_tile_metadata
 from tests.conftest import DATA, SAMPLES
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from musyq import sixs
+from musyq.ard import sixs
 from musyq.cli import app
-from musyq.lut import (
+from musyq.ard.lut import (
     AEROSOL_MODELS,
     AOT550,
     AZIMUTH,

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from musyq.errors import InputError, UnknownProductError
-from musyq.readers import open_scene
-from musyq.readers.landsat import LandsatReader, parse_mtl
-from musyq.readers.odl import parse_odl, read_metadata_file
-from musyq.readers.sentinel2 import parse_product_metadata, parse_tile_metadata
+from musyq.core.errors import InputError, UnknownProductError
+from musyq.io.readers import open_scene
+from musyq.io.readers.landsat import LandsatReader, parse_mtl
+from musyq.io.readers.odl import parse_odl, read_metadata_file
+from musyq.io.readers.sentinel2 import parse_product_metadata, parse_tile_metadata
 from tests.conftest import DATA
 
 LANDSAT = DATA / "landsat-metadata"

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from musyq.errors import SensorError
-from musyq.readers.sentinel2 import parse_product_metadata
-from musyq.sensors import (
+from musyq.core.errors import SensorError
+from musyq.io.readers.sentinel2 import parse_product_metadata
+from musyq.core.sensors import (
     available_sensors,
     band_average,
     get_sensor,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from musyq import sixs
-from musyq.atmcor import Atmosphere, coefficients, surface_reflectance
-from musyq.lut import load_table
-from musyq.lutcheck import RoundTrip, round_trip
-from musyq.sensors import spectral_response
+from musyq.ard import sixs
+from musyq.ard.atmcor import Atmosphere, coefficients, surface_reflectance
+from musyq.ard.lut import load_table
+from musyq.ard.lutcheck import RoundTrip, round_trip
+from musyq.core.sensors import spectral_response
 
 CASES = {"S2A_MSI": 88, "L8_OLI": 64, "GF1_WFV1": 48}
 

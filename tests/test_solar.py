@@ -7,9 +7,9 @@ import pandas as pd
 import pvlib
 import pytest
 
-from musyq.readers.landsat import parse_mtl
-from musyq.readers.odl import read_metadata_file
-from musyq.solar import earth_sun_distance, solar_angles
+from musyq.io.readers.landsat import parse_mtl
+from musyq.io.readers.odl import read_metadata_file
+from musyq.core.solar import earth_sun_distance, solar_angles
 from tests.conftest import DATA
 
 

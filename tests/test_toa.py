@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from musyq.readers.landsat import parse_mtl
-from musyq.readers.odl import read_metadata_file
-from musyq.readers.sentinel2 import parse_product_metadata
-from musyq.scene import RescaledReflectance, ScaledReflectance, ThermalCalibration
-from musyq.toa import calibrate
+from musyq.io.readers.landsat import parse_mtl
+from musyq.io.readers.odl import read_metadata_file
+from musyq.io.readers.sentinel2 import parse_product_metadata
+from musyq.core.scene import RescaledReflectance, ScaledReflectance, ThermalCalibration
+from musyq.ard.toa import calibrate
 from tests.conftest import DATA
 
 UKIS = DATA / "ukis-pysat"

@@ -9,9 +9,9 @@ import pytest
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from musyq.angles import EphemerisAngles
-from musyq.readers.landsat import read_track
-from musyq.readers.odl import find_value, read_metadata_file
+from musyq.core.angles import EphemerisAngles
+from musyq.io.readers.landsat import read_track
+from musyq.io.readers.odl import find_value, read_metadata_file
 
 from .conftest import DATA
 

@@ -41,8 +41,8 @@ from musyq.cli.options import (
     stack_options,
     user_errors,
 )
-from musyq.cloudmask import MaskMethod
-from musyq.pipeline import (
+from musyq.ard.cloudmask import MaskMethod
+from musyq.ard.pipeline import (
     ArdOptions,
     CoregistrationOptions,
     MaskOptions,
@@ -51,9 +51,9 @@ from musyq.pipeline import (
     run_ard,
     select_tiles,
 )
-from musyq.readers import open_scene
-from musyq.stac import update_collection
-from musyq.tiling import ReflectanceResampling
+from musyq.io.readers import open_scene
+from musyq.io.stac import update_collection
+from musyq.core.tiling import ReflectanceResampling
 
 
 def produce(inputs: list[Path], out: Path, options: ArdOptions, stack: object = None) -> list[TileResult]:

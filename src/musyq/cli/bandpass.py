@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from musyq import bandpass
+from musyq.ard import bandpass
 from musyq.cli.options import user_errors
-from musyq.sensors import resolve_sensor_id
+from musyq.core.sensors import resolve_sensor_id
 
 app = typer.Typer(help="Spectral bandpass adjustment coefficients between sensors.", no_args_is_help=True)
 

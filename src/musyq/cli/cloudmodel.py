@@ -8,12 +8,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from musyq import cloudmodel
+from musyq.ard import cloudmodel
 from musyq.cli.options import MaskMethodOption, console, user_errors
-from musyq.cloudmask import MaskMethod
-from musyq.cloudtrain import train
-from musyq.errors import InputError
-from musyq.labelled import PatchScore, biome_patches, mask_patch, score_table
+from musyq.ard.cloudmask import MaskMethod
+from musyq.ard.cloudtrain import train
+from musyq.core.errors import InputError
+from musyq.ard.labelled import PatchScore, biome_patches, mask_patch, score_table
 
 app = typer.Typer(help="The learned cloud classifier and labelled cloud patches.", no_args_is_help=True)
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from musyq.cli.options import user_errors
-from musyq.coregister import DEFAULT_MAX_RMSE, Mode, apply, read_pair, register
+from musyq.ard.coregister import DEFAULT_MAX_RMSE, Mode, apply, read_pair, register
 
 
 def coregister(

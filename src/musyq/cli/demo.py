@@ -10,9 +10,9 @@ import typer
 
 from musyq.cli.ard import produce
 from musyq.cli.options import console, user_errors
-from musyq.pipeline import ArdOptions
-from musyq.readers import StackOptions
-from musyq.report import write_report
+from musyq.ard.pipeline import ArdOptions
+from musyq.io.readers import StackOptions
+from musyq.io.report import write_report
 
 # The Sentinel-2 crop has no metadata; its time is the usual overpass, 10:30 local solar time (15:35 UTC).
 CROP_TIME = datetime(2016, 1, 12, 15, 35)

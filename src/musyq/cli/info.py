@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from musyq.cli.options import DatetimeOption, OffsetOption, ScaleOption, SensorOption, stack_options, user_errors
-from musyq.grid import tiles_touching
-from musyq.readers import open_scene
+from musyq.core.grid import tiles_touching
+from musyq.io.readers import open_scene
 
 
 def info(

@@ -16,10 +16,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from musyq import lut as tables
+from musyq.ard import lut as tables
 from musyq.cli.options import console, user_errors
-from musyq.lutcheck import round_trip
-from musyq.sensors import available_sensors, get_sensor
+from musyq.ard.lutcheck import round_trip
+from musyq.core.sensors import available_sensors, get_sensor
 
 app = typer.Typer(help="Atmospheric lookup tables (6S).", no_args_is_help=True)
 

@@ -13,9 +13,9 @@ from musyq.cli.options import (
     ShadowBufferOption,
     user_errors,
 )
-from musyq.cloudmask import MaskMethod
-from musyq.maskfile import mask_file
-from musyq.output import CLEAR, CLOUD, CLOUD_SHADOW, SNOW, WATER
+from musyq.ard.cloudmask import MaskMethod
+from musyq.ard.maskfile import mask_file
+from musyq.io.output import CLEAR, CLOUD, CLOUD_SHADOW, SNOW, WATER
 
 
 def mask(

@@ -12,12 +12,12 @@ import typer
 from rasterio.errors import NotGeoreferencedWarning
 from rich.console import Console
 
-from musyq.cloudmask import METHODS, MaskMethod
-from musyq.coregister import DEFAULT_MAX_RMSE
-from musyq.errors import MusyqError
-from musyq.readers import StackOptions
-from musyq.sensors import resolve_sensor_id
-from musyq.surface import AtmosphereOptions
+from musyq.ard.cloudmask import METHODS, MaskMethod
+from musyq.ard.coregister import DEFAULT_MAX_RMSE
+from musyq.core.errors import MusyqError
+from musyq.io.readers import StackOptions
+from musyq.core.sensors import resolve_sensor_id
+from musyq.ard.surface import AtmosphereOptions
 
 console = Console(stderr=True)
 
