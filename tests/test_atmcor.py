@@ -136,6 +136,24 @@ def test_endmember_retrieval_agrees_with_icor_on_the_real_crop() -> None:
         assert abs(float(np.mean(ours - theirs[usable]))) < 0.01, band
 
 
+def test_bands_too_few_for_any_retrieval_fall_back_to_climatology() -> None:
+    """Blue and red alone: neither the dark target nor the endmember fit can run, so the AOD is the flagged
+    climatology, with a warning; asking for a method that cannot run is an error naming the bands."""
+    from musyq.core.errors import MusyqError
+
+    bands, toa, angles, valid = _crop_toa()
+    table = load_table("S2A_MSI")
+    with pytest.warns(UserWarning, match="AOD 0.15 assumed"):
+        result = correct_tile(table, (bands[0], bands[2]), toa[[0, 2]], angles, valid, 10.0, AtmosphereOptions())
+    assert result.aot_assumed and result.notes["aot550"].startswith("climatology 0.15")
+    assert float(np.nanmax(np.abs(result.aot550 - 0.15))) < 1e-6
+    with pytest.raises(MusyqError, match="blue, green, red, nir"):
+        correct_tile(table, (bands[0], bands[2]), toa[[0, 2]], angles, valid, 10.0,
+                     AtmosphereOptions(aerosol_method="endmember"))
+    with pytest.raises(MusyqError, match="no 2.2 um band"):
+        correct_tile(table, bands, toa, angles, valid, 10.0, AtmosphereOptions(aerosol_method="dark-target"))
+
+
 def test_endmember_retrieval_recovers_the_aod_of_a_simulated_scene() -> None:
     """TOA simulated with the tables from vegetation-soil mixtures (with 3 % spectral noise) at an AOD that
     changes across the scene: the retrieval finds it block by block, in any sensor's bands, Gaofen's too."""

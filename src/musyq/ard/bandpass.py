@@ -36,10 +36,8 @@ from musyq.core.sensors import (
     Band,
     Sensor,
     available_sensors,
-    band_average,
     get_sensor,
-    solar_spectrum,
-    spectral_response,
+    reflectance_bands,
 )
 
 Array = NDArray[np.float64]
@@ -183,10 +181,8 @@ def save_endmembers(path: Path | None = None) -> Path:
 
 
 def simulate(sensor: Sensor, bands: list[Band], wavelength_nm: Array, spectra: Array) -> Array:
-    """Band reflectances a sensor would record: SRF times solar spectrum weighted averages."""
-    solar_wl, irradiance = solar_spectrum()
-    weight = np.interp(spectral_response(sensor.id).wavelength_nm, solar_wl, irradiance)
-    return band_average(sensor.id, wavelength_nm, spectra, tuple(b.id for b in bands), weight=weight)
+    """Band reflectances a sensor would record of the spectra."""
+    return reflectance_bands(sensor.id, wavelength_nm, spectra, tuple(b.id for b in bands))
 
 
 def fit_pair(source: Sensor, target: Sensor, wavelength_nm: Array, spectra: Array, seed: int = 2,

@@ -143,24 +143,27 @@ def _aerosol(
     dark_target = _channels(bands, toa, ("blue", "red", "nir", "swir22"))
     vnir = _channels(bands, toa, ENDMEMBER_BANDS)
     method = options.aerosol_method
-    if method == "auto":
-        method = "dark-target" if dark_target is not None else "endmember"
     if method == "dark-target" and dark_target is None:
         raise MusyqError(f"{table.sensor_id} has no 2.2 um band for a dark-target aerosol retrieval; "
                          "use --aerosol-method endmember or give --aod")
     if method == "endmember" and vnir is None:
         raise MusyqError(f"the endmember aerosol retrieval needs {', '.join(ENDMEMBER_BANDS)}; "
                          f"{table.sensor_id} lacks some of them (give --aod)")
-    if method == "dark-target" and dark_target is not None:
-        can_fall_back = options.aerosol_method == "auto" and vnir is not None
+    if method != "endmember" and dark_target is not None:
+        # in auto mode thin dark-target evidence hands over to the endmember fit, and its warning goes with it
+        hand_over = method == "auto" and vnir is not None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = dark_target_aot(table, dark_target, valid, blocks, state, DEFAULT_AOT)
-        if not (result.assumed and can_fall_back):
+        if not (result.assumed and hand_over):
             for warning in caught:
                 warnings.warn(warning.message, stacklevel=3)
             return result
-    assert vnir is not None
+    if vnir is None:
+        warnings.warn(f"{table.sensor_id} has neither a 2.2 um band nor blue, green, red and nir for an aerosol "
+                      f"retrieval; AOD {DEFAULT_AOT} assumed (give --aod)", stacklevel=3)
+        return Retrieval(np.full(blocks.grid, DEFAULT_AOT), f"climatology {DEFAULT_AOT} (no bands to retrieve from)",
+                         assumed=True)
     return endmember_aot(table, vnir, valid, blocks, state, DEFAULT_AOT)
 
 

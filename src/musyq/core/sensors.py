@@ -210,9 +210,17 @@ def endmember_spectra() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     return table[:, 0], np.ascontiguousarray(table[:, 1:].T)
 
 
-def endmember_bands(name: str, bands: tuple[str, ...]) -> NDArray[np.float64]:
-    """The vegetation and soil endmembers as the sensor's bands would record them: (2, bands)."""
-    wavelength, spectra = endmember_spectra()
+def reflectance_bands(name: str, wavelength_nm: ArrayLike, spectra: ArrayLike,
+                      bands: tuple[str, ...]) -> NDArray[np.float64]:
+    """Band reflectances a sensor would record of reflectance spectra: SRF times solar spectrum weighted."""
     solar_wl, irradiance = solar_spectrum()
     weight = np.interp(spectral_response(name).wavelength_nm, solar_wl, irradiance)
-    return band_average(name, wavelength, spectra, bands, weight=weight)
+    return band_average(name, wavelength_nm, spectra, bands, weight=weight)
+
+
+@cache
+def endmember_bands(name: str, bands: tuple[str, ...]) -> NDArray[np.float64]:
+    """The vegetation and soil endmembers as the sensor's bands would record them: (2, bands)."""
+    members = reflectance_bands(name, *endmember_spectra(), bands)
+    members.setflags(write=False)  # shared by every caller through the cache
+    return members
