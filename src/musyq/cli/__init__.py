@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from musyq.cli import ard, bandpass, cloudmodel, coregister, demo, info, lut, mask
+from musyq.cli import ard, bandpass, cloudmodel, coregister, demo, gapfill, info, lut, mask
 
 app = typer.Typer(
     name="musyq",
@@ -18,6 +18,7 @@ app.command("ard")(ard.ard)
 app.command("mask")(mask.mask)
 app.command("coregister")(coregister.coregister)
 app.command("demo")(demo.demo)
+app.command("gapfill")(gapfill.gapfill)
 app.add_typer(lut.app, name="lut")
 app.add_typer(bandpass.app, name="bandpass")
 app.add_typer(cloudmodel.app, name="cloudmodel")

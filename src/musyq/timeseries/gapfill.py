@@ -1,0 +1,86 @@
+"""Gap filling of a single-variable series a user brings: a GeoTIFF with one band per date, nodata for gaps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from odc.geo.geobox import GeoBox
+
+from musyq.core.errors import InputError
+from musyq.io.output import Layer, write_cog
+from musyq.timeseries.reconstruct import FLAG_NAMES, ReconstructOptions, reconstruct
+
+BLOCK_ROWS = 128
+
+
+def read_dates(path: Path) -> list[date]:
+    """ISO 8601 dates, one per line (blank lines and ``#`` comments ignored)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror})") from None
+    dates = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#")[0].strip()
+        if not text:
+            continue
+        try:
+            dates.append(date.fromisoformat(text[:10]))
+        except ValueError:
+            raise InputError(path, f"line {number}: {text!r} is not an ISO 8601 date") from None
+    if any(b <= a for a, b in zip(dates, dates[1:], strict=False)):
+        raise InputError(path, "dates must be strictly increasing (merge same-day layers first)")
+    return dates
+
+
+def sibling(out: Path, layer: str) -> Path:
+    """``FILLED.tif`` -> ``FILLED.flags.tif``: the layers written beside the filled stack."""
+    return out.with_name(f"{out.stem}.{layer}{out.suffix or '.tif'}")
+
+
+def gapfill_stack(
+    stack: Path, dates: list[date], out: Path, options: ReconstructOptions,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Path, Path, Path]:
+    """Write the filled stack, its flag stack and its uncertainty stack; returns their paths."""
+    try:
+        source = rasterio.open(stack)
+    except rasterio.errors.RasterioIOError:
+        raise InputError(stack, "is not a raster GDAL can read") from None
+    with source:
+        if source.count != len(dates):
+            raise InputError(stack, f"has {source.count} bands but {len(dates)} dates were given")
+        nodata = source.nodata
+        geobox = GeoBox((source.height, source.width), source.transform, source.crs)
+        days = np.array([d.toordinal() for d in dates], dtype=np.float64)
+        height, width = source.height, source.width
+        filled = np.full((len(dates), height, width), np.nan, dtype=np.float32)
+        sigma = np.full_like(filled, np.nan)
+        flags = np.zeros(filled.shape, dtype=np.uint8)
+        halo = options.window
+        for top in range(0, height, BLOCK_ROWS):
+            bottom = min(top + BLOCK_ROWS, height)
+            start, stop = max(0, top - halo), min(height, bottom + halo)
+            values = source.read(window=((start, stop), (0, width))).astype(np.float64)
+            gaps = ~np.isfinite(values) if nodata is None or np.isnan(nodata) else (values == nodata) | ~np.isfinite(
+                values)
+            values[gaps] = np.nan
+            result = reconstruct(days, values[None], (~gaps).astype(np.float64), days, options=options)
+            inner = slice(top - start, top - start + bottom - top)
+            filled[:, top:bottom] = result.values[0][:, inner]
+            sigma[:, top:bottom] = result.sigma[0][:, inner]
+            flags[:, top:bottom] = result.flag[:, inner]
+            if progress is not None:
+                progress(bottom, height)
+    names = tuple(d.isoformat() for d in dates)
+    flag_legend = "; ".join(f"{k} {v}" for k, v in FLAG_NAMES.items())
+    write_cog(out, Layer("filled", filled, float("nan"), names), geobox, tags={"musyq:source": stack.name})
+    flag_path = write_cog(sibling(out, "flags"), Layer("flags", flags, 255, names, resampling="nearest"), geobox,
+                          tags={"musyq:flags": flag_legend})
+    sigma_path = write_cog(sibling(out, "sigma"), Layer("sigma", sigma, float("nan"), names), geobox,
+                           tags={"musyq:sigma": "one standard deviation of each filled or observed value"})
+    return out, flag_path, sigma_path
