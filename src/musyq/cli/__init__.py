@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from musyq.cli import ard, bandpass, cloudmodel, coregister, demo, gapfill, info, lut, mask
+from musyq.cli import ard, bandpass, cloudmodel, composite, coregister, cube, demo, gapfill, info, lut, mask, reconstruct
 
 app = typer.Typer(
     name="musyq",
-    help="Level-1 satellite data to consistent analysis-ready tiles.",
+    help="Level-1 satellite data to consistent analysis-ready tiles, time series and composites.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -18,6 +18,9 @@ app.command("ard")(ard.ard)
 app.command("mask")(mask.mask)
 app.command("coregister")(coregister.coregister)
 app.command("demo")(demo.demo)
+app.command("cube")(cube.cube)
+app.command("composite")(composite.composite)
+app.command("reconstruct")(reconstruct.reconstruct)
 app.command("gapfill")(gapfill.gapfill)
 app.add_typer(lut.app, name="lut")
 app.add_typer(bandpass.app, name="bandpass")

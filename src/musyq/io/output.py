@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,25 @@ class ProductName:
     def item_id(self) -> str:
         return (f"{self.sensor}.{self.resolution:g}m.{self.acquired:%Y%j%H%M%S}."
                 f"{self.tile}.{self.version}")
+
+    def layer(self, name: str) -> str:
+        return f"{self.item_id}.{name}.tif"
+
+
+@dataclass(frozen=True)
+class PeriodName:
+    """``PRODUCT.RESm.YYYYMMDD-YYYYMMDD.TILE.VERSION`` for products of a period (composites, ARD+ months)."""
+
+    product: str
+    resolution: float
+    start: date
+    end: date
+    tile: str
+    version: str = "001"
+
+    @property
+    def item_id(self) -> str:
+        return f"{self.product}.{self.resolution:g}m.{self.start:%Y%m%d}-{self.end:%Y%m%d}.{self.tile}.{self.version}"
 
     def layer(self, name: str) -> str:
         return f"{self.item_id}.{name}.tif"

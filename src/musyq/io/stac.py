@@ -99,10 +99,11 @@ def build_item(
     return item
 
 
-def empty_collection() -> pystac.Collection:
+def empty_collection(collection_id: str = COLLECTION_ID,
+                     description: str = "musyq analysis-ready data on the Sentinel-2 MGRS tile grid") -> pystac.Collection:
     return pystac.Collection(
-        id=COLLECTION_ID,
-        description="musyq analysis-ready data on the Sentinel-2 MGRS tile grid",
+        id=collection_id,
+        description=description,
         extent=pystac.Extent(pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
                              pystac.TemporalExtent([[None, None]])),  # type: ignore[arg-type]
         license="various",
@@ -110,7 +111,8 @@ def empty_collection() -> pystac.Collection:
     )
 
 
-def update_collection(out_dir: Path, item_files: list[Path]) -> Path:
+def update_collection(out_dir: Path, item_files: list[Path], collection_id: str = COLLECTION_ID,
+                      description: str | None = None) -> Path:
     """Add the item files to the output folder's Collection (created on first use) and save it."""
     collection_path = out_dir.resolve() / COLLECTION_FILE
     items: dict[Path, None] = {}  # ordered set of item files
@@ -122,7 +124,7 @@ def update_collection(out_dir: Path, item_files: list[Path]) -> Path:
                 items[target] = None
     for path in item_files:
         items[path.resolve()] = None
-    collection = empty_collection()
+    collection = empty_collection(collection_id, description) if description else empty_collection(collection_id)
     loaded = [pystac.Item.from_file(str(p)) for p in items]
     for item in loaded:
         collection.add_item(item)
@@ -139,3 +141,36 @@ def update_collection(out_dir: Path, item_files: list[Path]) -> Path:
 def mean_angle(values: np.ndarray, scale: float = 1.0) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean() * scale) if finite.size else float("nan")
+
+
+def build_period_item(
+    item_id: str, start: datetime, end: datetime, tile: str, geobox: GeoBox, assets: list[AssetSpec],
+    properties: dict[str, object],
+) -> pystac.Item:
+    """An Item for a product of a period (a composite, a reconstructed month) from several sensors."""
+    footprint = geobox.extent.to_crs("EPSG:4326")
+    item = pystac.Item(
+        id=item_id, geometry=footprint.json, bbox=list(footprint.boundingbox), datetime=None,
+        start_datetime=start.replace(tzinfo=timezone.utc), end_datetime=end.replace(tzinfo=timezone.utc),
+        properties={"gsd": float(abs(geobox.resolution.x)), "mgrs:tile": tile, "musyq:version": __version__,
+                    **properties},
+    )
+    projection = ProjectionExtension.ext(item, add_if_missing=True)
+    projection.code = str(geobox.crs)
+    projection.shape = list(geobox.shape.yx)
+    projection.transform = list(geobox.affine)[:6]
+    projection.bbox = list(geobox.boundingbox)
+    EOExtension.add_to(item)
+    RasterExtension.add_to(item)
+    for spec in assets:
+        asset = pystac.Asset(href=str(spec.href), media_type=pystac.MediaType.COG, title=spec.title,
+                             roles=list(spec.roles))
+        item.add_asset(spec.key, asset)
+        if spec.bands is not None:
+            EOExtension.ext(asset).bands = [_eo_band(b) for b in spec.bands]
+        RasterExtension.ext(asset).bands = [
+            RasterBand.create(nodata=spec.nodata, scale=spec.scale, offset=0.0, unit=spec.unit,
+                              spatial_resolution=float(abs(geobox.resolution.x)))
+            for _ in spec.band_names
+        ]
+    return item

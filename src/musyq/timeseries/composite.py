@@ -1,0 +1,238 @@
+"""Composites of a period: one observation (or statistic) per pixel out of the clear ones, by a method from a
+registry: FORCE-style best available pixel, median, medoid, maximum NDVI, and HLS-style nearest-median NDVI.
+
+Each method is a pure function of one block: reflectance ``(band, time, y, x)`` with its quality codes, days,
+angles and sensors, returning the chosen observation per pixel (or the values themselves for the median).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from musyq.core.errors import MusyqError
+
+CLEAR, WATER, CLOUD_SHADOW, SNOW, CLOUD = 1, 2, 3, 4, 5
+NO_CHOICE = -1
+
+
+@dataclass(frozen=True)
+class BapWeights:
+    """Weights and requirements of the parametric scores (Frantz et al. 2017; FORCE defaults)."""
+
+    day: float = 1.0  # closeness to the target day (Gaussian, 0.01 at the period's edges)
+    cloud: float = 0.4  # distance to the next cloud or shadow, sigmoid reaching 0.5 at cloud_distance / 2
+    haze: float = 0.3  # haze-optimized transform blue - 0.5 red - 0.08 (reflectance), sigmoid at haze_limit
+    view: float = 0.0  # view zenith, sigmoid reaching 0.5 at view_limit / 2
+    sensor: float = 0.0  # the user's sensor preference
+    cloud_distance: float = 3000.0  # metres (FORCE DREQ)
+    haze_limit: float = -0.015  # FORCE HREQ -150 on reflectance x 10000
+    view_limit: float = 7.5  # degrees (FORCE VREQ)
+    preference: dict[str, float] = field(default_factory=dict)  # sensor id -> 0..1, others 1
+
+
+class Block(NamedTuple):
+    """What the methods see of one spatial block of one period."""
+
+    days: NDArray[np.float64]  # (time,) days since 1970-01-01
+    bands: NDArray[np.float32]  # (band, time, y, x) reflectance, NaN fill
+    band_names: tuple[str, ...]
+    quality: NDArray[np.uint8]  # (time, y, x)
+    view_zenith: NDArray[np.float32]  # (time, y, x)
+    sensors: tuple[str, ...]  # (time,)
+    pixel_size: float  # metres
+
+
+class Composite(NamedTuple):
+    values: NDArray[np.float32]  # (band, y, x)
+    day: NDArray[np.float64]  # chosen day (days since 1970-01-01), NaN where none or a statistic
+    clear_count: NDArray[np.uint16]  # clear observations
+    sensor: NDArray[np.int16]  # index into Block.sensors, -1 where none or a statistic
+
+
+def usable(quality: NDArray[np.uint8], bands: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """Clear land or water with every band present; where a pixel has none in the period, its snow."""
+    present = np.all(np.isfinite(bands), axis=0)
+    clear = np.isin(quality, (CLEAR, WATER)) & present
+    snow = (quality == SNOW) & present
+    found: NDArray[np.bool_] = clear | (snow & ~clear.any(axis=0))
+    return found
+
+
+def _band(block: Block, name: str) -> NDArray[np.float32] | None:
+    return block.bands[block.band_names.index(name)] if name in block.band_names else None
+
+
+def _ndvi(block: Block) -> NDArray[np.float32]:
+    red, nir = _band(block, "red"), _band(block, "nir")
+    if red is None or nir is None:
+        raise MusyqError("this composite method needs the red and nir bands")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndvi: NDArray[np.float32] = (nir - red) / (nir + red)
+    return ndvi
+
+
+def _pick(block: Block, candidates: NDArray[np.bool_], score: NDArray[np.floating]) -> NDArray[np.int64]:
+    """Per pixel the time index of the highest score among the candidates, -1 where none."""
+    masked = np.where(candidates, score, -np.inf)
+    best: NDArray[np.int64] = np.argmax(masked, axis=0)
+    best[~candidates.any(axis=0)] = NO_CHOICE
+    return best
+
+
+def _sigmoid(x: NDArray[np.floating], centre: float, width: float) -> NDArray[np.float64]:
+    value: NDArray[np.float64] = 1.0 / (1.0 + np.exp(np.clip(10.0 / width * (x - centre), -50, 50)))
+    return value
+
+
+def bap(block: Block, target: float, half_width: float, weights: BapWeights) -> NDArray[np.int64]:
+    """FORCE's parametric best available pixel: weighted mean of day, cloud-distance, haze, view and sensor
+    scores; the highest-scoring clear observation wins."""
+    candidates = usable(block.quality, block.bands)
+    sigma = max(half_width, 1.0) / np.sqrt(-2.0 * np.log(0.01 / 0.99))
+    scores = [(weights.day, np.exp(-((block.days - target) ** 2) / (2 * sigma**2))[:, None, None])]
+    if weights.cloud > 0:
+        distance = np.empty(block.quality.shape)
+        for t in range(block.quality.shape[0]):
+            cloudy = np.isin(block.quality[t], (CLOUD, CLOUD_SHADOW))
+            distance[t] = (ndimage.distance_transform_edt(~cloudy) * block.pixel_size if cloudy.any()
+                           else np.inf)
+        scores.append((weights.cloud, 1.0 - _sigmoid(distance, weights.cloud_distance / 2, weights.cloud_distance)))
+    blue, red = _band(block, "blue"), _band(block, "red")
+    if weights.haze > 0 and blue is not None and red is not None:
+        hot = blue - 0.5 * red - 0.08
+        scores.append((weights.haze, _sigmoid(hot, weights.haze_limit, 0.02)))
+    if weights.view > 0:
+        scores.append((weights.view, _sigmoid(np.nan_to_num(block.view_zenith), weights.view_limit / 2,
+                                              weights.view_limit)))
+    if weights.sensor > 0:
+        preference = np.array([weights.preference.get(s, 1.0) for s in block.sensors])
+        scores.append((weights.sensor, preference[:, None, None]))
+    total = sum(w for w, _ in scores)
+    score = np.zeros(block.quality.shape)
+    for weight, part in scores:
+        score += weight * np.broadcast_to(part, block.quality.shape) / total
+    return _pick(block, candidates, score)
+
+
+def max_ndvi(block: Block) -> NDArray[np.int64]:
+    """The greenest clear observation: clouds and shadows lower NDVI, so it avoids what the mask missed."""
+    return _pick(block, usable(block.quality, block.bands), _ndvi(block))
+
+
+def nearest_median(block: Block) -> NDArray[np.int64]:
+    """The clear observation whose NDVI is nearest the pixel's median NDVI (HLS-style)."""
+    candidates = usable(block.quality, block.bands)
+    ndvi = np.where(candidates, _ndvi(block), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without a clear observation
+        median = np.nanmedian(ndvi, axis=0)
+    return _pick(block, candidates, -np.abs(ndvi - median))
+
+
+@numba.njit(parallel=True, cache=True)
+def _medoid(bands: NDArray[np.float32], candidates: NDArray[np.bool_], out: NDArray[np.int64]) -> None:
+    n_bands, n_time, n_pixels = bands.shape
+    for p in numba.prange(n_pixels):
+        best, best_sum = -1, np.inf
+        for i in range(n_time):
+            if not candidates[i, p]:
+                continue
+            total = 0.0
+            for j in range(n_time):
+                if candidates[j, p]:
+                    d = 0.0
+                    for b in range(n_bands):
+                        d += (bands[b, i, p] - bands[b, j, p]) ** 2
+                    total += np.sqrt(d)
+            if total < best_sum:
+                best, best_sum = i, total
+        out[p] = best
+
+
+def medoid(block: Block) -> NDArray[np.int64]:
+    """The clear observation with the least summed spectral distance to the others: a real spectrum that is
+    typical of the period."""
+    candidates = usable(block.quality, block.bands)
+    n_bands, n_time = block.bands.shape[:2]
+    out = np.empty(candidates[0].size, dtype=np.int64)
+    _medoid(np.ascontiguousarray(block.bands.reshape(n_bands, n_time, -1)),
+            np.ascontiguousarray(candidates.reshape(n_time, -1)), out)
+    return out.reshape(candidates.shape[1:])
+
+
+Selector = Callable[..., NDArray[np.int64]]
+SELECTORS: dict[str, Selector] = {"bap": bap, "medoid": medoid, "maxndvi": max_ndvi, "nearest-median": nearest_median}
+METHODS = ("bap", "median", "medoid", "maxndvi", "nearest-median")
+
+
+def composite(block: Block, method: str, target: float, half_width: float,
+              weights: BapWeights | None = None) -> Composite:
+    """The composite of one block by ``method`` (one of ``METHODS``)."""
+    if method not in METHODS:
+        raise MusyqError(f"unknown composite method {method!r}; choose one of {', '.join(METHODS)}")
+    candidates = usable(block.quality, block.bands)
+    clear = np.isin(block.quality, (CLEAR, WATER)) & np.all(np.isfinite(block.bands), axis=0)
+    count = clear.sum(axis=0)
+    shape = block.quality.shape[1:]
+    if method == "median":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanmedian(np.where(candidates[None], block.bands, np.nan), axis=1).astype(np.float32)
+        return Composite(values, np.full(shape, np.nan), count.astype(np.uint16), np.full(shape, NO_CHOICE, np.int16))
+    if method == "bap":
+        chosen = bap(block, target, half_width, weights or BapWeights())
+    else:
+        chosen = SELECTORS[method](block)
+    valid = chosen >= 0
+    index = np.where(valid, chosen, 0)
+    values = np.take_along_axis(block.bands, index[None, None], axis=1)[:, 0]
+    values[:, ~valid] = np.nan
+    day = np.where(valid, block.days[index], np.nan)
+    return Composite(values.astype(np.float32), day, count.astype(np.uint16),
+                     np.where(valid, index, NO_CHOICE).astype(np.int16))
+
+
+def periods(start: date, end: date, spec: str) -> list[tuple[date, date]]:
+    """The periods (first and last day, inclusive) that cover ``start`` to ``end``: ``month``, ``season``
+    (December-February, ...), ``year`` or ``P<n>D`` (n days from ``start``)."""
+    if end < start:
+        raise MusyqError(f"the period ends ({end}) before it starts ({start})")
+    out = []
+    match = re.fullmatch(r"P(\d+)D", spec.upper())
+    if match:
+        n = int(match.group(1))
+        if n < 1:
+            raise MusyqError(f"period {spec!r} has no days")
+        first = start
+        while first <= end:
+            out.append((first, min(first + timedelta(days=n - 1), end)))
+            first += timedelta(days=n)
+        return out
+    if spec == "month":
+        year, month = start.year, start.month
+        while date(year, month, 1) <= end:
+            out.append((date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])))
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return out
+    if spec == "season":
+        year, month = (start.year - 1, 12) if start.month < 3 else (start.year, 3 * (start.month // 3))
+        while date(year, month, 1) <= end:
+            last_year, last_month = (year + 1, (month + 2) % 12) if month >= 11 else (year, month + 2)
+            out.append((date(year, month, 1),
+                        date(last_year, last_month, calendar.monthrange(last_year, last_month)[1])))
+            year, month = (year + 1, 3) if month == 12 else (year, month + 3)
+        return out
+    if spec == "year":
+        return [(date(y, 1, 1), date(y, 12, 31)) for y in range(start.year, end.year + 1)]
+    raise MusyqError(f"unknown period {spec!r}; use month, season, year or P<n>D (e.g. P16D)")

@@ -1,0 +1,247 @@
+"""Drivers that turn a cube into period products on disk: composites and reconstructed (ARD+) months, each
+written as COGs plus a STAC Item, block by block in bounded memory, resuming where a killed run stopped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import xarray as xr
+import zarr
+from odc.geo.geobox import GeoBox
+
+from musyq.core.errors import MusyqError
+from musyq.core.sensors import Band, get_sensor
+from musyq.io.output import REFLECTANCE_SCALE, Layer, PeriodName, encode_reflectance, write_cog
+from musyq.io.stac import AssetSpec, build_period_item, update_collection
+from musyq.timeseries.composite import BapWeights, Block, composite, periods
+from musyq.timeseries.reconstruct import FLAG_NAMES, ReconstructOptions, merge_same_day, reconstruct
+
+EPOCH = date(1970, 1, 1)
+BLOCK_ROWS = 256
+Progress = Callable[[str, int, int], None]
+COMPOSITE_COLLECTION = "musyq-composites"
+ARDP_COLLECTION = "musyq-ardp"
+
+
+def _days(cube: xr.Dataset) -> np.ndarray:
+    since = (cube.time.values.astype("datetime64[s]") - np.datetime64(EPOCH, "s")) / np.timedelta64(1, "D")
+    return np.asarray(since, dtype=np.float64)
+
+
+def _geobox(cube: xr.Dataset) -> GeoBox:
+    geobox = cube.odc.geobox
+    if not isinstance(geobox, GeoBox):
+        raise MusyqError("the cube has no regular grid")
+    return geobox
+
+
+def _eo_bands(names: tuple[str, ...]) -> tuple[Band, ...]:
+    """The cube's harmonized bands described as Landsat OLI's (the bandpass reference) where it has them."""
+    oli = get_sensor("L8_OLI")
+    described = []
+    for name in names:
+        try:
+            described.append(oli.band("nir08" if name == "nir" else name))
+        except MusyqError:
+            described.append(get_sensor("S2A_MSI").band(name))
+    return tuple(described)
+
+
+def _band_names(cube: xr.Dataset) -> tuple[str, ...]:
+    return tuple(str(v) for v in cube.data_vars if cube[v].attrs.get("long_name", "").startswith("surface refl"))
+
+
+LayerSpec = tuple[Layer, str, tuple[str, ...], tuple[Band, ...] | None, str | None]
+
+
+def _write_item(out_dir: Path, name: PeriodName, geobox: GeoBox, layers: list[LayerSpec],
+                properties: dict[str, object]) -> Path:
+    home = out_dir / name.tile / name.item_id
+    specs = []
+    for layer, title, roles, bands, unit in layers:
+        path = write_cog(home / name.layer(layer.name), layer, geobox)
+        specs.append(AssetSpec(layer.name, path, title, roles, bands, layer.descriptions, layer.nodata, layer.scale,
+                               unit))
+    item = build_period_item(name.item_id, datetime.combine(name.start, time.min),
+                             datetime.combine(name.end, time.max), name.tile, geobox, specs, properties)
+    item_path = home / f"{name.item_id}.json"
+    item.set_self_href(str(item_path))
+    item.make_asset_hrefs_relative()
+    partial = item_path.with_name(f".{item_path.name}.partial")
+    partial.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
+    partial.replace(item_path)
+    return item_path
+
+
+def composite_tile(
+    cube: xr.Dataset, periods: list[tuple[date, date]], method: str, out_dir: Path,
+    weights: BapWeights | None = None, overwrite: bool = False, progress: Progress | None = None,
+) -> list[Path]:
+    """One composite per period; periods whose item exists are skipped unless ``overwrite``."""
+    geobox = _geobox(cube)
+    bands = _band_names(cube)
+    tile = str(cube.attrs.get("mgrs_tile", "tile"))
+    pixel = float(abs(geobox.resolution.x))
+    sensors = sorted({str(s) for s in cube.sensor.values})
+    days_all = _days(cube)
+    weights = weights or BapWeights()
+    halo = int(np.ceil(weights.cloud_distance / pixel)) if method == "bap" else 0
+    written = []
+    for first, last in periods:
+        name = PeriodName(method.upper().replace("-", ""), pixel, first, last, tile)
+        item_path = out_dir / tile / name.item_id / f"{name.item_id}.json"
+        if item_path.exists() and not overwrite:
+            written.append(item_path)
+            continue
+        lo, hi = (first - EPOCH).days, (last - EPOCH).days + 1
+        index = np.flatnonzero((days_all >= lo) & (days_all < hi))
+        if index.size == 0:
+            continue
+        part = cube.isel(time=index)
+        height, width = geobox.shape.yx
+        values = np.full((len(bands), height, width), np.nan, dtype=np.float32)
+        chosen_day = np.zeros((height, width), dtype=np.uint16)
+        count = np.zeros((height, width), dtype=np.uint16)
+        sensor = np.full((height, width), 255, dtype=np.uint8)
+        time_sensor = [str(s) for s in part.sensor.values]
+        codes = np.array([sensors.index(s) for s in time_sensor])
+        for top in range(0, height, BLOCK_ROWS):
+            bottom = min(top + BLOCK_ROWS, height)
+            start, stop = max(0, top - halo), min(height, bottom + halo)
+            rows = part.isel(y=slice(start, stop)).compute()
+            block = Block(days_all[index], np.stack([rows[b].values for b in bands]), bands,
+                          rows["quality"].values, rows["view_zenith"].values, tuple(time_sensor), pixel)
+            result = composite(block, method, (lo + hi) / 2, (hi - lo) / 2, weights)
+            inner = slice(top - start, top - start + bottom - top)
+            values[:, top:bottom] = result.values[:, inner]
+            day = result.day[inner]
+            chosen_day[top:bottom] = np.where(np.isfinite(day), np.nan_to_num(day), 0).astype(np.uint16)
+            count[top:bottom] = result.clear_count[inner]
+            picked = result.sensor[inner]
+            sensor[top:bottom] = np.where(picked >= 0, codes[np.maximum(picked, 0)], 255)
+            if progress:
+                progress(name.item_id, bottom, height)
+        legend = {i: s for i, s in enumerate(sensors)}
+        layers: list[LayerSpec] = [
+            (Layer("SR", encode_reflectance(values), 0, bands, 1 / REFLECTANCE_SCALE), f"{method} composite "
+             "surface reflectance", ("data", "reflectance"), _eo_bands(bands), "1"),
+            (Layer("DATE", chosen_day, 0, ("days since 1970-01-01",), resampling="nearest"),
+             "Day of the chosen observation (days since 1970-01-01)", ("metadata", "date"), None, "day"),
+            (Layer("COUNT", count, 65535, ("clear observations",), resampling="nearest"),
+             "Clear observations in the period", ("metadata", "count"), None, None),
+            (Layer("SENSOR", sensor, 255, ("sensor",), resampling="nearest"),
+             "Sensor of the chosen observation: " + ", ".join(f"{k} {v}" for k, v in legend.items()),
+             ("metadata", "sensor"), None, None),
+        ]
+        properties: dict[str, object] = {"musyq:composite_method": method, "musyq:sensors": legend,
+                                         "musyq:observations": int(index.size)}
+        if method == "bap":
+            properties["musyq:bap_weights"] = asdict(weights)
+        written.append(_write_item(out_dir, name, geobox, layers, properties))
+    if written:
+        update_collection(out_dir, written, COMPOSITE_COLLECTION, "musyq composites of ARD over periods")
+    return written
+
+
+def _ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray((nir - red) / (nir + red))
+
+
+def reconstruct_tile(
+    cube: xr.Dataset, start: date, end: date, out_dir: Path, options: ReconstructOptions,
+    overwrite: bool = False, progress: Progress | None = None,
+) -> list[Path]:
+    """Monthly ARD+ (``ARDP``) from ``start`` to ``end``: every band at mid-month, gaps filled, flagged and with
+    an uncertainty. Blocks land in a Zarr work store first, so a killed run resumes at the next block."""
+    geobox = _geobox(cube)
+    bands = _band_names(cube)
+    if "red" not in bands or "nir" not in bands:
+        raise MusyqError("reconstruction needs the red and nir bands (its guide is NDVI)")
+    present = [b for b in bands if bool(np.isfinite(cube[b]).any())]
+    tile = str(cube.attrs.get("mgrs_tile", "tile"))
+    pixel = float(abs(geobox.resolution.x))
+    months = periods(start, end, "month")
+    names = [PeriodName("ARDP", pixel, a, b, tile) for a, b in months]
+    items = [out_dir / tile / n.item_id / f"{n.item_id}.json" for n in names]
+    if all(p.exists() for p in items) and not overwrite:
+        return items
+    days = _days(cube)
+    mid = np.array([(a - EPOCH).days + 14.0 for a, _ in months])
+    windows = np.array([[(a - EPOCH).days, (b - EPOCH).days + 1.0] for a, b in months])
+    height, width = geobox.shape.yx
+    work = out_dir / ".work" / f"ARDP.{tile}.{start:%Y%m%d}-{end:%Y%m%d}.zarr"
+    if overwrite:
+        shutil.rmtree(work, ignore_errors=True)
+    root = zarr.open_group(str(work), mode="a", zarr_format=2)
+    shape = (len(present), len(months), height, width)
+    chunks = (len(present), len(months), BLOCK_ROWS, width)
+    if "values" not in root:
+        root.create_array("values", shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan)
+        root.create_array("sigma", shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan)
+        root.create_array("flag", shape=shape[1:], chunks=chunks[1:], dtype="uint8", fill_value=0)
+        root.attrs["done"] = []
+    stored = {name: cast("zarr.Array[Any]", root[name]) for name in ("values", "sigma", "flag")}
+    done = {int(v) for v in cast(list[int], root.attrs["done"])}
+    halo = options.window
+    for top in range(0, height, BLOCK_ROWS):
+        bottom = min(top + BLOCK_ROWS, height)
+        if top not in done:
+            lo, hi = max(0, top - halo), min(height, bottom + halo)
+            rows = cube.isel(y=slice(lo, hi)).compute()
+            data = np.stack([rows[b].values for b in present]).astype(np.float64)
+            clear = np.isin(rows["quality"].values, (1, 2)) & np.all(np.isfinite(data), axis=0)
+            guide = _ndvi(data[present.index("red")], data[present.index("nir")])
+            merged_days, merged, weight = _merged(days, data, clear.astype(np.float64))
+            _, merged_guide, _ = _merged(days, guide[None], clear.astype(np.float64))
+            result = reconstruct(merged_days, merged, weight, mid, guide=merged_guide[0], options=options,
+                                 windows=windows)
+            inner = slice(top - lo, top - lo + bottom - top)
+            stored["values"][:, :, top:bottom] = result.values[:, :, inner]
+            stored["sigma"][:, :, top:bottom] = result.sigma[:, :, inner]
+            stored["flag"][:, top:bottom] = result.flag[:, inner]
+            done.add(top)
+            root.attrs["done"] = sorted(done)
+        if progress:
+            progress("reconstruct", bottom, height)
+    legend = "; ".join(f"{k} {v}" for k, v in FLAG_NAMES.items())
+    written = []
+    for k, (name, item_path) in enumerate(zip(names, items, strict=True)):
+        if item_path.exists() and not overwrite:
+            written.append(item_path)
+            continue
+        values = np.asarray(stored["values"][:, k])
+        sigma = np.asarray(stored["sigma"][:, k])
+        flag = np.asarray(stored["flag"][k])
+        layers: list[LayerSpec] = [
+            (Layer("SR", encode_reflectance(values), 0, tuple(present), 1 / REFLECTANCE_SCALE),
+             "Reconstructed surface reflectance at mid-month", ("data", "reflectance"), _eo_bands(tuple(present)),
+             "1"),
+            (Layer("SIGMA", encode_reflectance(sigma), 0, tuple(present), 1 / REFLECTANCE_SCALE),
+             "One standard deviation of the reconstructed reflectance", ("data", "uncertainty"),
+             _eo_bands(tuple(present)), "1"),
+            (Layer("FLAG", flag, 255, ("reconstruction",), resampling="nearest"), f"How each pixel was made: {legend}",
+             ("metadata", "quality"), None, None),
+        ]
+        shares = {FLAG_NAMES[f]: round(100 * float(np.mean(flag == f)), 2) for f in FLAG_NAMES}
+        properties: dict[str, object] = {"musyq:reconstruction": asdict(options), "musyq:flag_percent": shares,
+                                         "musyq:sensors": sorted({str(s) for s in cube.sensor.values}),
+                                         "musyq:mid_month_day": (name.start + timedelta(days=14)).isoformat()}
+        written.append(_write_item(out_dir, name, geobox, layers, properties))
+    update_collection(out_dir, written, ARDP_COLLECTION, "musyq ARD+: monthly gap-free surface reflectance")
+    shutil.rmtree(work, ignore_errors=True)
+    if not any(work.parent.iterdir()):
+        work.parent.rmdir()
+    return written
+
+
+def _merged(days: np.ndarray, data: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Same-day observations of different sensors as one (the smoother needs one value per day)."""
+    return merge_same_day(np.floor(days), data, clear)
