@@ -1,1 +1,5 @@
-"""Time series of analysis-ready data: smoothing and gap filling of per-pixel series."""
+"""Dense time series from ARD: the multi-sensor cube, composites, and gap-free reconstruction (ARD+)."""
+
+from musyq.timeseries.cube import open_cube
+
+__all__ = ["open_cube"]

@@ -22,7 +22,7 @@ from musyq.core.errors import MusyqError
 
 Array = NDArray[np.float64]
 
-LAMBDAS = np.logspace(-2, 4, 13)  # GCV candidates, half a decade apart, refined by a parabola in log lambda
+LAMBDAS = np.logspace(-2, 4, 9)  # GCV candidates, 0.75 decade apart, refined by a parabola in log lambda
 BISQUARE = 4.685  # Tukey's bisquare constant (95 % efficiency for Gaussian residuals)
 ROBUST_ROUNDS = 3
 MIN_OBSERVATIONS = 4
