@@ -199,7 +199,7 @@ def test_a_killed_reconstruction_resumes_at_the_next_block(landsat_catalog: tupl
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import musyq.timeseries.tiles as tiles
 
-    monkeypatch.setattr(tiles, "BLOCK_ROWS", 20)
+    monkeypatch.setattr(tiles, "reconstruction_rows", lambda *args: 20)
     folder, tile = landsat_catalog
     cube = open_cube(folder, tile, "2009-01-01", "2009-12-31", bands=("red", "nir"))
     options = ReconstructOptions(minimum=0.0)

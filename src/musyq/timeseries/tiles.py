@@ -25,6 +25,13 @@ from musyq.timeseries.reconstruct import FLAG_NAMES, ReconstructOptions, merge_s
 
 EPOCH = date(1970, 1, 1)
 BLOCK_ROWS = 256
+WORKING_BYTES = 2 * 2**30  # the reconstruction's float64 working arrays per block (about three per band and date)
+
+
+def reconstruction_rows(width: int, n_bands: int, n_dates: int) -> int:
+    """Rows per reconstruction block that keep its working arrays near ``WORKING_BYTES``."""
+    per_row = width * (n_bands + 2) * n_dates * 8 * 3
+    return max(8, min(BLOCK_ROWS, int(WORKING_BYTES // per_row)))
 Progress = Callable[[str, int, int], None]
 COMPOSITE_COLLECTION = "musyq-composites"
 ARDP_COLLECTION = "musyq-ardp"
@@ -182,7 +189,8 @@ def reconstruct_tile(
         shutil.rmtree(work, ignore_errors=True)
     root = zarr.open_group(str(work), mode="a", zarr_format=2)
     shape = (len(present), len(months), height, width)
-    chunks = (len(present), len(months), BLOCK_ROWS, width)
+    rows = reconstruction_rows(width, len(present), days.size + len(months))
+    chunks = (len(present), len(months), rows, width)
     if "values" not in root:
         root.create_array("values", shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan)
         root.create_array("sigma", shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan)
@@ -191,8 +199,8 @@ def reconstruct_tile(
     stored = {name: cast("zarr.Array[Any]", root[name]) for name in ("values", "sigma", "flag")}
     done = {int(v) for v in cast(list[int], root.attrs["done"])}
     halo = options.window
-    for top in range(0, height, BLOCK_ROWS):
-        bottom = min(top + BLOCK_ROWS, height)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
         if top not in done:
             lo, hi = max(0, top - halo), min(height, bottom + halo)
             rows = cube.isel(y=slice(lo, hi)).compute()
