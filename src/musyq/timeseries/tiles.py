@@ -203,9 +203,9 @@ def reconstruct_tile(
         bottom = min(top + rows, height)
         if top not in done:
             lo, hi = max(0, top - halo), min(height, bottom + halo)
-            rows = cube.isel(y=slice(lo, hi)).compute()
-            data = np.stack([rows[b].values for b in present]).astype(np.float64)
-            clear = np.isin(rows["quality"].values, (1, 2)) & np.all(np.isfinite(data), axis=0)
+            strip = cube.isel(y=slice(lo, hi)).compute()
+            data = np.stack([strip[b].values for b in present]).astype(np.float64)
+            clear = np.isin(strip["quality"].values, (1, 2)) & np.all(np.isfinite(data), axis=0)
             guide = _ndvi(data[present.index("red")], data[present.index("nir")])
             merged_days, merged, weight = _merged(days, data, clear.astype(np.float64))
             _, merged_guide, _ = _merged(days, guide[None], clear.astype(np.float64))
