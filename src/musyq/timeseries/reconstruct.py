@@ -147,10 +147,21 @@ def _fill(
         if not np.isnan(guide_curve[p, 0]):
             _own_reach(node_days, kept[p], out_nodes, max_gap, max_edge, reach[p])
     n_cand = (2 * radius + 1) ** 2
+    seen = np.zeros(n_out, dtype=np.bool_)  # output nodes that some pixel of the block observed clear
+    for k in range(n_out):
+        for q in range(ny * nx):
+            if kept[q, out_nodes[k]] >= CLEAR:
+                seen[k] = True
+                break
     for p in numba.prange(ny * nx):
         score = np.empty(n_cand)
         index = np.empty(n_cand, dtype=np.int64)
-        c = _rank_neighbours(p, ny, nx, radius, min_common, guide, kept, guide_curve, score, index)
+        wanted = False  # neighbours are ranked only for a pixel that will use them
+        for k in range(n_out):
+            if not reach[p, k] or (seen[k] and kept[p, out_nodes[k]] < CLEAR):
+                wanted = True
+                break
+        c = _rank_neighbours(p, ny, nx, radius, min_common, guide, kept, guide_curve, score, index) if wanted else 0
         for k in range(n_out):
             j = out_nodes[k]
             observed = False

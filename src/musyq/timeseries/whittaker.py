@@ -174,9 +174,15 @@ def fit_series(
             low, high = min(low, values[i]), max(high, values[i])
     spread = high - low
     lam = lambdas[0]
+    local = np.empty(3)
+    step = lambdas[1] / lambdas[0] if lambdas.size > 1 else 1.0
     for round_ in range(iterations + 1):
-        if lambdas.size > 1:
+        if lambdas.size > 1 and round_ <= 1:
             lam = _choose_lambda(values, final_weights, lambdas, p0, p1, p2, diag, l1, l2, curve, s0)
+        elif lambdas.size > 1:
+            # the first robust weights settle lambda; later rounds move it a grid step at most (a third of the work)
+            local[0], local[1], local[2] = lam / step, lam, lam * step
+            lam = _choose_lambda(values, final_weights, local, p0, p1, p2, diag, l1, l2, curve, s0)
         _factor(final_weights, lam, p0, p1, p2, diag, l1, l2)
         for i in range(n):
             curve[i] = final_weights[i] * values[i]
