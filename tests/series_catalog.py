@@ -69,8 +69,8 @@ def write_catalog(out: Path, first: str = "2008-01-01", last: str = "2013-12-31"
         specs = []
         for layer, title, roles, band_list, unit in layers:
             path = write_cog(home / name.layer(layer.name), layer, geobox)
-            specs.append((AssetSpec(layer.name, path, title, roles, band_list, layer.descriptions, layer.nodata,
-                                    layer.scale, unit)))
+            specs.append(AssetSpec(layer.name, path, title, roles, band_list, layer.descriptions, layer.nodata,
+                                   layer.scale, layer.data.dtype.name, unit))
         item = build_item(name.item_id, sensor, acquired, tile, geobox, specs, 150.0, 35.0, 0.0, 0.0,
                           100 * fill.mean(), {})
         item_path = home / f"{name.item_id}.json"

@@ -382,7 +382,8 @@ def process_tile(
 
     def add(layer: Layer, title: str, roles: tuple[str, ...], bands: tuple[Band, ...] | None, unit: str | None) -> None:
         layers.append((layer, AssetSpec(layer.name, folder / name.layer(layer.name), title, roles, bands,
-                                        layer.descriptions, layer.nodata, layer.scale, unit)))
+                                        layer.descriptions, layer.nodata, layer.scale, layer.data.dtype.name,
+                                        unit)))
 
     add(Layer("TOA", encode_reflectance(toa), 0, tuple(b.common_name for b in reflective), 1 / REFLECTANCE_SCALE),
         "Top-of-atmosphere reflectance", ("data", "reflectance"), tuple(reflective), None)

@@ -34,6 +34,7 @@ class AssetSpec:
     band_names: tuple[str, ...]
     nodata: float
     scale: float
+    data_type: str  # numpy dtype name of the stored values
     unit: str | None = None
 
 
@@ -56,6 +57,31 @@ def _eo_band(band: Band) -> EOBand:
                          full_width_half_max=band.full_width_half_max)
 
 
+def _add_projection(item: pystac.Item, geobox: GeoBox) -> None:
+    projection = ProjectionExtension.ext(item, add_if_missing=True)
+    projection.code = str(geobox.crs)
+    projection.shape = list(geobox.shape.yx)
+    projection.transform = list(geobox.affine)[:6]
+    projection.bbox = list(geobox.boundingbox)
+
+
+def _add_assets(item: pystac.Item, assets: list[AssetSpec], geobox: GeoBox) -> None:
+    """The COG assets with their eo bands (where spectral) and raster bands (nodata, scale, type)."""
+    EOExtension.add_to(item)
+    RasterExtension.add_to(item)
+    for spec in assets:
+        asset = pystac.Asset(href=str(spec.href), media_type=pystac.MediaType.COG, title=spec.title,
+                             roles=list(spec.roles))
+        item.add_asset(spec.key, asset)
+        if spec.bands is not None:
+            EOExtension.ext(asset).bands = [_eo_band(b) for b in spec.bands]
+        RasterExtension.ext(asset).bands = [
+            RasterBand.create(nodata=spec.nodata, data_type=DataType(spec.data_type), scale=spec.scale, offset=0.0,
+                              unit=spec.unit, spatial_resolution=float(abs(geobox.resolution.x)))
+            for _ in spec.band_names
+        ]
+
+
 def build_item(
     item_id: str, sensor: Sensor, acquired: datetime, tile: str, geobox: GeoBox, assets: list[AssetSpec],
     sun_azimuth: float, sun_zenith: float, view_zenith: float, view_azimuth: float,
@@ -72,30 +98,13 @@ def build_item(
             "musyq:fill_percent": round(fill_percent, 2), **properties,
         },
     )
-    projection = ProjectionExtension.ext(item, add_if_missing=True)
-    projection.code = str(geobox.crs)
-    projection.shape = list(geobox.shape.yx)
-    projection.transform = list(geobox.affine)[:6]
-    projection.bbox = list(geobox.boundingbox)
+    _add_projection(item, geobox)
     view = ViewExtension.ext(item, add_if_missing=True)
     view.sun_azimuth = round(sun_azimuth, 3)
     view.sun_elevation = round(90.0 - sun_zenith, 3)
     view.incidence_angle = round(view_zenith, 3)
     view.azimuth = round(view_azimuth, 3)
-    EOExtension.add_to(item)
-    RasterExtension.add_to(item)
-    for spec in assets:
-        asset = pystac.Asset(href=str(spec.href), media_type=pystac.MediaType.COG, title=spec.title,
-                             roles=list(spec.roles))
-        item.add_asset(spec.key, asset)
-        if spec.bands is not None:
-            EOExtension.ext(asset).bands = [_eo_band(b) for b in spec.bands]
-        RasterExtension.ext(asset).bands = [
-            RasterBand.create(nodata=spec.nodata, data_type=DataType.UINT16 if spec.nodata > 255 or spec.scale != 1
-                              else DataType.UINT8, scale=spec.scale, offset=0.0, unit=spec.unit,
-                              spatial_resolution=float(abs(geobox.resolution.x)))
-            for _ in spec.band_names
-        ]
+    _add_assets(item, assets, geobox)
     return item
 
 
@@ -155,22 +164,6 @@ def build_period_item(
         properties={"gsd": float(abs(geobox.resolution.x)), "mgrs:tile": tile, "musyq:version": __version__,
                     **properties},
     )
-    projection = ProjectionExtension.ext(item, add_if_missing=True)
-    projection.code = str(geobox.crs)
-    projection.shape = list(geobox.shape.yx)
-    projection.transform = list(geobox.affine)[:6]
-    projection.bbox = list(geobox.boundingbox)
-    EOExtension.add_to(item)
-    RasterExtension.add_to(item)
-    for spec in assets:
-        asset = pystac.Asset(href=str(spec.href), media_type=pystac.MediaType.COG, title=spec.title,
-                             roles=list(spec.roles))
-        item.add_asset(spec.key, asset)
-        if spec.bands is not None:
-            EOExtension.ext(asset).bands = [_eo_band(b) for b in spec.bands]
-        RasterExtension.ext(asset).bands = [
-            RasterBand.create(nodata=spec.nodata, scale=spec.scale, offset=0.0, unit=spec.unit,
-                              spatial_resolution=float(abs(geobox.resolution.x)))
-            for _ in spec.band_names
-        ]
+    _add_projection(item, geobox)
+    _add_assets(item, assets, geobox)
     return item

@@ -75,7 +75,7 @@ def _write_item(out_dir: Path, name: PeriodName, geobox: GeoBox, layers: list[La
     for layer, title, roles, bands, unit in layers:
         path = write_cog(home / name.layer(layer.name), layer, geobox)
         specs.append(AssetSpec(layer.name, path, title, roles, bands, layer.descriptions, layer.nodata, layer.scale,
-                               unit))
+                               layer.data.dtype.name, unit))
     item = build_period_item(name.item_id, datetime.combine(name.start, time.min),
                              datetime.combine(name.end, time.max), name.tile, geobox, specs, properties)
     item_path = home / f"{name.item_id}.json"
