@@ -72,6 +72,7 @@ def test_two_sensors_on_one_grid_and_a_lossless_zarr(landsat_catalog: tuple[Path
     dates = scene_dates("2009-01-01", "2010-12-31")
     assert cube.sizes["time"] == len(dates) and cube.sizes["y"] == cube.sizes["x"] == 61
     assert set(cube.sensor.values) == {"L5_TM", "L7_ETM"} and bool((np.diff(cube.time.values) > 0).all())
+    assert open_cube(folder, tile, "2009-01-01", "2010-12-31").attrs["absent_bands"] == ["blue", "green", "swir22"]
     l7 = open_cube(folder, tile, "2009-01-01", "2010-12-31", sensors=["L7"], bands=("red",))
     assert set(l7.sensor.values) == {"L7_ETM"} and l7.sizes["time"] == sum(d.name.startswith("LE7") for d in dates)
     first = dates[0]

@@ -119,7 +119,9 @@ def open_cube(
         by_sensor.setdefault(item_sensor(item), []).append(item)
     parts = [_load_sensor(group, bands, geobox, chunk) for _, group in sorted(by_sensor.items())]
     cube = xr.concat(parts, dim="time", coords="minimal", compat="override", join="override").sortby("time")
-    cube.attrs = {"mgrs_tile": tile, "resolution_m": float(abs(geobox.resolution.x)), "crs": str(geobox.crs)}
+    available = set().union(*(_band_indices(group[0]) for group in by_sensor.values()))
+    cube.attrs = {"mgrs_tile": tile, "resolution_m": float(abs(geobox.resolution.x)), "crs": str(geobox.crs),
+                  "absent_bands": [b for b in bands if b not in available]}  # no sensor of the cube has them
     return cube
 
 

@@ -172,7 +172,7 @@ def reconstruct_tile(
     bands = _band_names(cube)
     if "red" not in bands or "nir" not in bands:
         raise MusyqError("reconstruction needs the red and nir bands (its guide is NDVI)")
-    present = [b for b in bands if bool(np.isfinite(cube[b]).any())]
+    present = [b for b in bands if b not in cube.attrs.get("absent_bands", ())]
     tile = str(cube.attrs.get("mgrs_tile", "tile"))
     pixel = float(abs(geobox.resolution.x))
     months = periods(start, end, "month")
