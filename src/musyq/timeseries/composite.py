@@ -95,10 +95,10 @@ def _sigmoid(x: NDArray[np.floating], centre: float, width: float) -> NDArray[np
     return value
 
 
-def bap(block: Block, target: float, half_width: float, weights: BapWeights) -> NDArray[np.int64]:
+def bap(block: Block, candidates: NDArray[np.bool_], target: float, half_width: float,
+        weights: BapWeights) -> NDArray[np.int64]:
     """FORCE's parametric best available pixel: weighted mean of day, cloud-distance, haze, view and sensor
     scores; the highest-scoring clear observation wins."""
-    candidates = usable(block.quality, block.bands)
     sigma = max(half_width, 1.0) / np.sqrt(-2.0 * np.log(0.01 / 0.99))
     scores = [(weights.day, np.exp(-((block.days - target) ** 2) / (2 * sigma**2))[:, None, None])]
     if weights.cloud > 0:
@@ -125,14 +125,13 @@ def bap(block: Block, target: float, half_width: float, weights: BapWeights) -> 
     return _pick(block, candidates, score)
 
 
-def max_ndvi(block: Block) -> NDArray[np.int64]:
+def max_ndvi(block: Block, candidates: NDArray[np.bool_]) -> NDArray[np.int64]:
     """The greenest clear observation: clouds and shadows lower NDVI, so it avoids what the mask missed."""
-    return _pick(block, usable(block.quality, block.bands), _ndvi(block))
+    return _pick(block, candidates, _ndvi(block))
 
 
-def nearest_median(block: Block) -> NDArray[np.int64]:
+def nearest_median(block: Block, candidates: NDArray[np.bool_]) -> NDArray[np.int64]:
     """The clear observation whose NDVI is nearest the pixel's median NDVI (HLS-style)."""
-    candidates = usable(block.quality, block.bands)
     ndvi = np.where(candidates, _ndvi(block), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # pixels without a clear observation
@@ -180,10 +179,9 @@ def _median(bands: NDArray[np.float32], candidates: NDArray[np.bool_],
             out[b, p] = ordered[m // 2] if m % 2 else 0.5 * (ordered[m // 2 - 1] + ordered[m // 2])
 
 
-def medoid(block: Block) -> NDArray[np.int64]:
+def medoid(block: Block, candidates: NDArray[np.bool_]) -> NDArray[np.int64]:
     """The clear observation with the least summed spectral distance to the others: a real spectrum that is
     typical of the period."""
-    candidates = usable(block.quality, block.bands)
     n_bands, n_time = block.bands.shape[:2]
     out = np.empty(candidates[0].size, dtype=np.int64)
     _medoid(np.ascontiguousarray(block.bands.reshape(n_bands, n_time, -1)),
@@ -191,9 +189,9 @@ def medoid(block: Block) -> NDArray[np.int64]:
     return out.reshape(candidates.shape[1:])
 
 
-Selector = Callable[..., NDArray[np.int64]]
-SELECTORS: dict[str, Selector] = {"bap": bap, "medoid": medoid, "maxndvi": max_ndvi, "nearest-median": nearest_median}
-METHODS = ("bap", "median", "medoid", "maxndvi", "nearest-median")
+Selector = Callable[[Block, NDArray[np.bool_]], NDArray[np.int64]]
+SELECTORS: dict[str, Selector] = {"medoid": medoid, "maxndvi": max_ndvi, "nearest-median": nearest_median}
+METHODS = ("bap", "median", *SELECTORS)
 
 
 def composite(block: Block, method: str, target: float, half_width: float,
@@ -213,9 +211,9 @@ def composite(block: Block, method: str, target: float, half_width: float,
         values = values.reshape((n_bands,) + shape)
         return Composite(values, np.full(shape, np.nan), count.astype(np.uint16), np.full(shape, NO_CHOICE, np.int16))
     if method == "bap":
-        chosen = bap(block, target, half_width, weights or BapWeights())
+        chosen = bap(block, candidates, target, half_width, weights or BapWeights())
     else:
-        chosen = SELECTORS[method](block)
+        chosen = SELECTORS[method](block, candidates)
     valid = chosen >= 0
     index = np.where(valid, chosen, 0)
     values = np.take_along_axis(block.bands, index[None, None], axis=1)[:, 0]
