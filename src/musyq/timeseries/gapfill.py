@@ -66,8 +66,9 @@ def gapfill_stack(
             bottom = min(top + BLOCK_ROWS, height)
             start, stop = max(0, top - halo), min(height, bottom + halo)
             values = source.read(window=((start, stop), (0, width))).astype(np.float64)
-            gaps = ~np.isfinite(values) if nodata is None or np.isnan(nodata) else (values == nodata) | ~np.isfinite(
-                values)
+            gaps = ~np.isfinite(values)
+            if nodata is not None:
+                gaps |= values == nodata
             values[gaps] = np.nan
             result = reconstruct(days, values[None], (~gaps).astype(np.float64), days, options=options)
             inner = slice(top - start, top - start + bottom - top)
