@@ -32,11 +32,15 @@ def _acquired(folder: Path) -> datetime:
     return datetime(year, 1, 1) + timedelta(days=doy - 1) + OVERPASS
 
 
-def write_catalog(out: Path, first: str = "2008-01-01", last: str = "2013-12-31") -> tuple[Path, str]:
-    """Write one ARD item per date of the series into ``out``; returns the folder and the MGRS tile."""
+def write_catalog(out: Path, first: str = "2008-01-01", last: str = "2013-12-31",
+                  lost: tuple[str, str] | None = None) -> tuple[Path, str]:
+    """Write one ARD item per date of the series into ``out`` (none of the ``lost`` days, first and last
+    included); returns the folder and the MGRS tile."""
     items = []
     tile = ""
     for folder in scene_dates(first, last):
+        if lost and lost[0] <= _acquired(folder).strftime("%Y-%m-%d") <= lost[1]:
+            continue
         sensor = get_sensor("L5_TM" if folder.name.startswith("LT5") else "L7_ETM")
         bands = []
         for suffix in ("b3", "b4", "b5"):

@@ -25,6 +25,9 @@ def reconstruct(
     max_gap: float = typer.Option(96.0, "--max-gap", help="Longest gap in days a pixel's own curve may bridge."),
     window: int = typer.Option(7, "--window", help="Similar-pixel search radius in pixels."),
     lam: float | None = typer.Option(None, "--lambda", help="Fixed smoothing strength (default: GCV per pixel)."),
+    reference: list[Path] | None = typer.Option(None, "--reference", help="MODIS MOD13, MCD43A4 or MOD09 files "
+                                                "(HDF4, or per-layer GeoTIFFs named after the granule) or folders "
+                                                "of them: their curves shape the fit and bridge long gaps."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (ARDP COGs and a STAC collection)."),
     overwrite: bool = OverwriteOption,
 ) -> None:
@@ -36,5 +39,6 @@ def reconstruct(
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("reconstructing", total=None)
             items = reconstruct_tile(data, start, end, out, options, overwrite,
-                                     lambda name, done, total: bar.update(task, completed=done, total=total))
+                                     lambda name, done, total: bar.update(task, completed=done, total=total),
+                                     reference or None)
     console.print(f"[bold green]reconstruct:[/] {len(items)} month(s) of {tile} in {out}")

@@ -90,39 +90,68 @@ def _pick(block: Block, candidates: NDArray[np.bool_], score: NDArray[np.floatin
     return best
 
 
-def _sigmoid(x: NDArray[np.floating], centre: float, width: float) -> NDArray[np.float64]:
-    value: NDArray[np.float64] = 1.0 / (1.0 + np.exp(np.clip(10.0 / width * (x - centre), -50, 50)))
-    return value
+@numba.njit(cache=True)
+def _sigmoid_at(x: float, centre: float, width: float) -> float:  # pragma: no cover - compiled
+    return float(1.0 / (1.0 + np.exp(min(max(10.0 / width * (x - centre), -50.0), 50.0))))
+
+
+@numba.njit(parallel=True, cache=True)
+def _best_available(
+    candidates: NDArray[np.bool_], day: NDArray[np.float64], preference: NDArray[np.float64],
+    distance: NDArray[np.float32], blue: NDArray[np.float32], red: NDArray[np.float32],
+    view: NDArray[np.float32], weights: NDArray[np.float64], limits: NDArray[np.float64],
+    out: NDArray[np.int64],
+) -> None:  # pragma: no cover - compiled
+    """Per pixel the candidate with the highest weighted score, in one pass without temporaries; ``weights``
+    are (day, cloud, haze, view, sensor) normalized, ``limits`` (cloud distance, haze limit, view limit)."""
+    n_time, n_pixels = candidates.shape
+    for p in numba.prange(n_pixels):
+        best, best_score = NO_CHOICE, -np.inf
+        for t in range(n_time):
+            if not candidates[t, p]:
+                continue
+            score = weights[0] * day[t] + weights[4] * preference[t]
+            if weights[1] > 0:
+                score += weights[1] * (1.0 - _sigmoid_at(distance[t, p], limits[0] / 2, limits[0]))
+            if weights[2] > 0:
+                score += weights[2] * _sigmoid_at(blue[t, p] - 0.5 * red[t, p] - 0.08, limits[1], 0.02)
+            if weights[3] > 0:
+                angle = view[t, p] if np.isfinite(view[t, p]) else 0.0
+                score += weights[3] * _sigmoid_at(angle, limits[2] / 2, limits[2])
+            if score > best_score:
+                best, best_score = t, score
+        out[p] = best
 
 
 def bap(block: Block, candidates: NDArray[np.bool_], target: float, half_width: float,
         weights: BapWeights) -> NDArray[np.int64]:
     """FORCE's parametric best available pixel: weighted mean of day, cloud-distance, haze, view and sensor
     scores; the highest-scoring clear observation wins."""
+    n_time = block.quality.shape[0]
     sigma = max(half_width, 1.0) / np.sqrt(-2.0 * np.log(0.01 / 0.99))
-    scores = [(weights.day, np.exp(-((block.days - target) ** 2) / (2 * sigma**2))[:, None, None])]
+    day = np.exp(-((block.days - target) ** 2) / (2 * sigma**2))
+    flat = (n_time, -1)
+    distance = np.full((n_time, 1), np.inf, dtype=np.float32)
     if weights.cloud > 0:
-        distance = np.empty(block.quality.shape)
-        for t in range(block.quality.shape[0]):
-            cloudy = np.isin(block.quality[t], (CLOUD, CLOUD_SHADOW))
+        distance = np.empty(block.quality.shape, dtype=np.float32)
+        for t in range(n_time):
+            cloudy = (block.quality[t] == CLOUD) | (block.quality[t] == CLOUD_SHADOW)
             distance[t] = (ndimage.distance_transform_edt(~cloudy) * block.pixel_size if cloudy.any()
                            else np.inf)
-        scores.append((weights.cloud, 1.0 - _sigmoid(distance, weights.cloud_distance / 2, weights.cloud_distance)))
     blue, red = _band(block, "blue"), _band(block, "red")
-    if weights.haze > 0 and blue is not None and red is not None:
-        hot = blue - 0.5 * red - 0.08
-        scores.append((weights.haze, _sigmoid(hot, weights.haze_limit, 0.02)))
-    if weights.view > 0:
-        scores.append((weights.view, _sigmoid(np.nan_to_num(block.view_zenith), weights.view_limit / 2,
-                                              weights.view_limit)))
-    if weights.sensor > 0:
-        preference = np.array([weights.preference.get(s, 1.0) for s in block.sensors])
-        scores.append((weights.sensor, preference[:, None, None]))
-    total = sum(w for w, _ in scores)
-    score = np.zeros(block.quality.shape)
-    for weight, part in scores:
-        score += weight * np.broadcast_to(part, block.quality.shape) / total
-    return _pick(block, candidates, score)
+    haze = weights.haze if blue is not None and red is not None else 0.0
+    empty = np.zeros((n_time, 1), dtype=np.float32)
+    preference = np.array([weights.preference.get(s, 1.0) for s in block.sensors], dtype=np.float64)
+    parts = np.array([weights.day, weights.cloud, haze, weights.view, weights.sensor], dtype=np.float64)
+    out = np.empty(candidates[0].size, dtype=np.int64)
+    _best_available(np.ascontiguousarray(candidates.reshape(flat)), day, preference,
+                    np.ascontiguousarray(distance.reshape(flat)),
+                    np.ascontiguousarray(blue.reshape(flat)) if blue is not None and haze else empty,
+                    np.ascontiguousarray(red.reshape(flat)) if red is not None and haze else empty,
+                    np.ascontiguousarray(block.view_zenith.reshape(flat)) if weights.view > 0 else empty,
+                    parts / parts.sum(), np.array([weights.cloud_distance, weights.haze_limit, weights.view_limit]),
+                    out)
+    return out.reshape(candidates.shape[1:])
 
 
 def max_ndvi(block: Block, candidates: NDArray[np.bool_]) -> NDArray[np.int64]:
@@ -159,10 +188,35 @@ def _medoid(bands: NDArray[np.float32], candidates: NDArray[np.bool_], out: NDAr
         out[p] = best
 
 
+@numba.njit(cache=True)
+def _select(values: NDArray[np.float32], m: int, k: int) -> float:  # pragma: no cover - compiled
+    """The ``k``-th smallest of ``values[:m]`` by Hoare's selection, leaving every later element no smaller."""
+    lo, hi = 0, m - 1
+    while lo < hi:
+        pivot = values[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return float(values[k])
+
+
 @numba.njit(parallel=True, cache=True)
 def _median(bands: NDArray[np.float32], candidates: NDArray[np.bool_],
             out: NDArray[np.float32]) -> None:  # pragma: no cover - compiled
-    """Per band the median of each pixel's clear values (8.7x faster than numpy's nanmedian on 36 dates)."""
+    """Per band the median of each pixel's clear values, by selection rather than a sort."""
     n_bands, n_time, n_pixels = bands.shape
     for p in numba.prange(n_pixels):
         picked = np.empty(n_time, dtype=np.float32)
@@ -175,8 +229,14 @@ def _median(bands: NDArray[np.float32], candidates: NDArray[np.bool_],
             if m == 0:
                 out[b, p] = np.nan
                 continue
-            ordered = np.sort(picked[:m])
-            out[b, p] = ordered[m // 2] if m % 2 else 0.5 * (ordered[m // 2 - 1] + ordered[m // 2])
+            lower = _select(picked, m, (m - 1) // 2)
+            if m % 2:
+                out[b, p] = lower
+            else:  # the upper middle value is the smallest of those the selection left after the lower one
+                upper = picked[m // 2]
+                for i in range(m // 2 + 1, m):
+                    upper = min(upper, picked[i])
+                out[b, p] = 0.5 * (lower + upper)
 
 
 def medoid(block: Block, candidates: NDArray[np.bool_]) -> NDArray[np.int64]:

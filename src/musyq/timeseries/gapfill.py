@@ -12,7 +12,8 @@ from odc.geo.geobox import GeoBox
 
 from musyq.core.errors import InputError
 from musyq.io.output import Layer, write_cog
-from musyq.timeseries.reconstruct import FLAG_NAMES, ReconstructOptions, reconstruct
+from musyq.timeseries.reconstruct import FLAG_NAMES, Reference, ReconstructOptions, reconstruct
+from musyq.timeseries.reference import ReferenceCurves, stack_reference
 
 BLOCK_ROWS = 128
 
@@ -42,11 +43,31 @@ def sibling(out: Path, layer: str) -> Path:
     return out.with_name(f"{out.stem}.{layer}{out.suffix or '.tif'}")
 
 
+def read_reference(stack: Path, dates: list[date], wanted: np.ndarray) -> ReferenceCurves:
+    """A coarse series of the same variable (any grid and projection, one band per date) as curves."""
+    try:
+        source = rasterio.open(stack)
+    except rasterio.errors.RasterioIOError:
+        raise InputError(stack, "is not a raster GDAL can read") from None
+    with source:
+        if source.count != len(dates):
+            raise InputError(stack, f"has {source.count} bands but {len(dates)} reference dates were given")
+        if source.crs is None:
+            raise InputError(stack, "has no coordinate reference system to place it on the stack's grid")
+        values = source.read().astype(np.float32)
+        if source.nodata is not None:
+            values[values == source.nodata] = np.nan
+        geobox = GeoBox((source.height, source.width), source.transform, source.crs)
+    days = np.array([d.toordinal() for d in dates], dtype=np.float64)
+    return stack_reference(days, values, geobox, wanted, "reference", stack.name)
+
+
 def gapfill_stack(
     stack: Path, dates: list[date], out: Path, options: ReconstructOptions,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, reference: tuple[Path, list[date]] | None = None,
 ) -> tuple[Path, Path, Path]:
-    """Write the filled stack, its flag stack and its uncertainty stack; returns their paths."""
+    """Write the filled stack, its flag stack and its uncertainty stack; returns their paths. ``reference``, a
+    coarse stack of the same variable and its dates, guides the curves (see :mod:`musyq.timeseries.reference`)."""
     try:
         source = rasterio.open(stack)
     except rasterio.errors.RasterioIOError:
@@ -57,6 +78,7 @@ def gapfill_stack(
         nodata = source.nodata
         geobox = GeoBox((source.height, source.width), source.transform, source.crs)
         days = np.array([d.toordinal() for d in dates], dtype=np.float64)
+        curves = read_reference(reference[0], reference[1], days) if reference else None
         height, width = source.height, source.width
         filled = np.full((len(dates), height, width), np.nan, dtype=np.float32)
         sigma = np.full_like(filled, np.nan)
@@ -70,7 +92,12 @@ def gapfill_stack(
             if nodata is not None:
                 gaps |= values == nodata
             values[gaps] = np.nan
-            result = reconstruct(days, values[None], (~gaps).astype(np.float64), days, options=options)
+            guidance = None
+            if curves is not None:
+                sampled = curves.sample(geobox[start:stop, :], "reference")
+                guidance = Reference(days, sampled, sampled[None])
+            result = reconstruct(days, values[None], (~gaps).astype(np.float64), days, options=options,
+                                 reference=guidance)
             inner = slice(top - start, top - start + bottom - top)
             filled[:, top:bottom] = result.values[0][:, inner]
             sigma[:, top:bottom] = result.sigma[0][:, inner]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date, datetime, time, timedelta
@@ -21,17 +22,31 @@ from musyq.core.sensors import Band, get_sensor
 from musyq.io.output import REFLECTANCE_SCALE, Layer, PeriodName, encode_reflectance, write_cog
 from musyq.io.stac import AssetSpec, build_period_item, update_collection
 from musyq.timeseries.composite import BapWeights, Block, composite, periods
-from musyq.timeseries.reconstruct import FLAG_NAMES, ReconstructOptions, merge_same_day, reconstruct
+from musyq.timeseries.reconstruct import FLAG_NAMES, Reference, ReconstructOptions, merge_same_day, reconstruct
+from musyq.timeseries.reference import reference_curves
 
 EPOCH = date(1970, 1, 1)
 BLOCK_ROWS = 256
-WORKING_BYTES = 2 * 2**30  # the reconstruction's float64 working arrays per block (about three per band and date)
+WORKING_BYTES = 3 * 2**30  # a reconstruction block's arrays: the read strip, its series on the nodes, the curves
 
 
 def reconstruction_rows(width: int, n_bands: int, n_dates: int) -> int:
-    """Rows per reconstruction block that keep its working arrays near ``WORKING_BYTES``."""
-    per_row = width * (n_bands + 2) * n_dates * 8 * 3
+    """Rows per reconstruction block that keep its arrays near ``WORKING_BYTES`` (about 2.5 float64 values per
+    band, guide and weight on each date)."""
+    per_row = width * (n_bands + 2) * n_dates * 8 * 2.5
     return max(8, min(BLOCK_ROWS, int(WORKING_BYTES // per_row)))
+
+
+COMPOSITE_BYTES = 2 * 2**30  # a composite block's bands, their stacked copy and the per-date scores
+
+
+def composite_rows(width: int, n_bands: int, n_dates: int, halo: int) -> int:
+    """Rows per composite block: at least four halos tall where the cloud distance needs one (so the halo read
+    twice stays a small share), within ``COMPOSITE_BYTES``."""
+    per_row = width * n_dates * (n_bands + 2) * 4 * 3
+    return max(8, min(max(BLOCK_ROWS, 4 * halo), int(COMPOSITE_BYTES // per_row)))
+
+
 Progress = Callable[[str, int, int], None]
 COMPOSITE_COLLECTION = "musyq-composites"
 ARDP_COLLECTION = "musyq-ardp"
@@ -71,11 +86,12 @@ LayerSpec = tuple[Layer, str, tuple[str, ...], tuple[Band, ...] | None, str | No
 def _write_item(out_dir: Path, name: PeriodName, geobox: GeoBox, layers: list[LayerSpec],
                 properties: dict[str, object]) -> Path:
     home = out_dir / name.tile / name.item_id
-    specs = []
-    for layer, title, roles, bands, unit in layers:
-        path = write_cog(home / name.layer(layer.name), layer, geobox)
-        specs.append(AssetSpec(layer.name, path, title, roles, bands, layer.descriptions, layer.nodata, layer.scale,
-                               layer.data.dtype.name, unit))
+    # two layers at a time: GDAL releases the GIL, and building overviews runs on one core per file
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        paths = list(pool.map(lambda spec: write_cog(home / name.layer(spec[0].name), spec[0], geobox), layers))
+    specs = [AssetSpec(layer.name, path, title, roles, bands, layer.descriptions, layer.nodata, layer.scale,
+                       layer.data.dtype.name, unit)
+             for path, (layer, title, roles, bands, unit) in zip(paths, layers, strict=True)]
     item = build_period_item(name.item_id, datetime.combine(name.start, time.min),
                              datetime.combine(name.end, time.max), name.tile, geobox, specs, properties)
     item_path = home / f"{name.item_id}.json"
@@ -119,12 +135,13 @@ def composite_tile(
         sensor = np.full((height, width), 255, dtype=np.uint8)
         time_sensor = [str(s) for s in part.sensor.values]
         codes = np.array([sensors.index(s) for s in time_sensor])
-        for top in range(0, height, BLOCK_ROWS):
-            bottom = min(top + BLOCK_ROWS, height)
+        rows = composite_rows(width, len(bands), index.size, halo)
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
             start, stop = max(0, top - halo), min(height, bottom + halo)
-            rows = part.isel(y=slice(start, stop)).compute()
-            block = Block(days_all[index], np.stack([rows[b].values for b in bands]), bands,
-                          rows["quality"].values, rows["view_zenith"].values, tuple(time_sensor), pixel)
+            strip = part.isel(y=slice(start, stop)).compute()
+            block = Block(days_all[index], np.stack([strip[b].values for b in bands]), bands,
+                          strip["quality"].values, strip["view_zenith"].values, tuple(time_sensor), pixel)
             result = composite(block, method, (lo + hi) / 2, (hi - lo) / 2, weights)
             inner = slice(top - start, top - start + bottom - top)
             values[:, top:bottom] = result.values[:, inner]
@@ -164,10 +181,12 @@ def _ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
 
 def reconstruct_tile(
     cube: xr.Dataset, start: date, end: date, out_dir: Path, options: ReconstructOptions,
-    overwrite: bool = False, progress: Progress | None = None,
+    overwrite: bool = False, progress: Progress | None = None, reference: list[Path] | None = None,
 ) -> list[Path]:
     """Monthly ARD+ (``ARDP``) from ``start`` to ``end``: every band at mid-month, gaps filled, flagged and with
-    an uncertainty. Blocks land in a Zarr work store first, so a killed run resumes at the next block."""
+    an uncertainty. Blocks land in a Zarr work store first, so a killed run resumes at the next block.
+    ``reference``: MODIS files or folders whose curves guide the series (see :mod:`musyq.timeseries.reference`).
+    """
     geobox = _geobox(cube)
     bands = _band_names(cube)
     if "red" not in bands or "nir" not in bands:
@@ -184,19 +203,31 @@ def reconstruct_tile(
     mid = np.array([(a - EPOCH).days + 14.0 for a, _ in months])
     windows = np.array([[(a - EPOCH).days, (b - EPOCH).days + 1.0] for a, b in months])
     height, width = geobox.shape.yx
+    curves = None
+    if reference:
+        curves = reference_curves(reference, geobox, np.union1d(np.floor(days), mid), ("ndvi",) + tuple(present))
+        if "ndvi" not in curves.curves:
+            raise MusyqError("the reference has no NDVI and no red and NIR to make it from")
     work = out_dir / ".work" / f"ARDP.{tile}.{start:%Y%m%d}-{end:%Y%m%d}.zarr"
-    if overwrite:
+    # blocks finished under other settings are not resumed
+    settings = json.dumps({"options": asdict(options), "reference": sorted(str(p) for p in reference or [])},
+                          sort_keys=True)
+    if overwrite or (work.exists() and zarr.open_group(str(work), mode="r").attrs.get("settings") != settings):
         shutil.rmtree(work, ignore_errors=True)
     root = zarr.open_group(str(work), mode="a", zarr_format=2)
     shape = (len(present), len(months), height, width)
-    rows = reconstruction_rows(width, len(present), days.size + len(months))
+    # a reference adds a curve per band and the guide to every block
+    variables = 2 * len(present) + 1 if curves else len(present)
+    rows = reconstruction_rows(width, variables, days.size + len(months))
     chunks = (len(present), len(months), rows, width)
     if "values" not in root:
         root.create_array("values", shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan)
         root.create_array("sigma", shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan)
         root.create_array("flag", shape=shape[1:], chunks=chunks[1:], dtype="uint8", fill_value=0)
         root.attrs["done"] = []
+        root.attrs["settings"] = settings
     stored = {name: cast("zarr.Array[Any]", root[name]) for name in ("values", "sigma", "flag")}
+    rows = stored["flag"].chunks[1]
     done = {int(v) for v in cast(list[int], root.attrs["done"])}
     halo = options.window
     for top in range(0, height, rows):
@@ -204,13 +235,19 @@ def reconstruct_tile(
         if top not in done:
             lo, hi = max(0, top - halo), min(height, bottom + halo)
             strip = cube.isel(y=slice(lo, hi)).compute()
-            data = np.stack([strip[b].values for b in present]).astype(np.float64)
-            clear = np.isin(strip["quality"].values, (1, 2)) & np.all(np.isfinite(data), axis=0)
+            data = np.stack([strip[b].values for b in present])
+            clear = np.isin(strip["quality"].values, (1, 2)).astype(np.float32)
             guide = _ndvi(data[present.index("red")], data[present.index("nir")])
-            merged_days, merged, weight = _merged(days, data, clear.astype(np.float64))
-            _, merged_guide, _ = _merged(days, guide[None], clear.astype(np.float64))
+            merged_days, merged, weight = _merged(days, data, clear)
+            _, merged_guide, _ = _merged(days, guide[None], clear)
+            guidance = None
+            if curves is not None:
+                block = geobox[lo:hi, :]
+                missing = np.full((curves.days.size,) + block.shape.yx, np.nan, dtype=np.float32)
+                guidance = Reference(curves.days, curves.sample(block, "ndvi"), np.stack(
+                    [curves.sample(block, b) if b in curves.curves else missing for b in present]))
             result = reconstruct(merged_days, merged, weight, mid, guide=merged_guide[0], options=options,
-                                 windows=windows)
+                                 windows=windows, reference=guidance)
             inner = slice(top - lo, top - lo + bottom - top)
             stored["values"][:, :, top:bottom] = result.values[:, :, inner]
             stored["sigma"][:, :, top:bottom] = result.sigma[:, :, inner]
@@ -240,6 +277,7 @@ def reconstruct_tile(
         ]
         shares = {FLAG_NAMES[f]: round(100 * float(np.mean(flag == f)), 2) for f in FLAG_NAMES}
         properties: dict[str, object] = {"musyq:reconstruction": asdict(options), "musyq:flag_percent": shares,
+                                         "musyq:reference": list(curves.sources) if curves else [],
                                          "musyq:sensors": sorted({str(s) for s in cube.sensor.values}),
                                          "musyq:mid_month_day": (name.start + timedelta(days=14)).isoformat()}
         written.append(_write_item(out_dir, name, geobox, layers, properties))

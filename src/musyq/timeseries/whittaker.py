@@ -102,34 +102,65 @@ def _inverse_diagonal(diag: Array, l1: Array, l2: Array, s0: Array) -> None:  # 
 
 
 @numba.njit(cache=True)
-def _gcv(values: Array, weights: Array, lam: float, p0: Array, p1: Array, p2: Array, n_obs: float,
-         diag: Array, l1: Array, l2: Array, curve: Array, s0: Array) -> float:  # pragma: no cover - compiled
-    """Generalized cross-validation score ``n RSS / (n - tr H)^2`` of one lambda."""
-    _factor(weights, lam, p0, p1, p2, diag, l1, l2)
-    for i in range(values.size):
-        curve[i] = weights[i] * values[i]
-    _substitute(diag, l1, l2, curve)
-    _inverse_diagonal(diag, l1, l2, s0)
-    rss, trace = 0.0, 0.0
-    for i in range(values.size):
-        rss += weights[i] * (values[i] - curve[i]) ** 2
-        trace += weights[i] * s0[i]
-    free = max(n_obs - trace, 1e-3)
-    return n_obs * rss / (free * free)
+def _gcv_scores(values: Array, weights: Array, lambdas: Array, p0: Array, p1: Array, p2: Array,
+                scores: Array) -> None:  # pragma: no cover - compiled
+    """Generalized cross-validation scores ``n RSS / (n - tr H)^2`` of all candidate lambdas at once.
+
+    The factorization, the solve and the inverse-diagonal recursion each run down the series serially; running
+    the candidates side by side in the inner loop (arrays ``(node, candidate)``, two rows of zeros either side so
+    no branch guards the ends) lets the processor overlap those chains and use its vector units.
+    """
+    n, k = values.size, lambdas.size
+    d = np.zeros((n + 4, k))  # D, rows shifted by two
+    a1 = np.zeros((n + 4, k))  # L[i+1, i]
+    a2 = np.zeros((n + 4, k))  # L[i+2, i]
+    z = np.zeros((n + 4, k))  # the solution
+    s0 = np.zeros((n + 4, k))  # diag(A^-1)
+    s1 = np.zeros((n + 4, k))  # A^-1[i, i+1]
+    for i in range(n):
+        r = i + 2
+        w, q0, q1, q2 = weights[i], p0[i], p1[i], p2[i]
+        wy = w * values[i]
+        for j in range(k):
+            lam = lambdas[j]
+            value = w + lam * q0 - a1[r - 1, j] ** 2 * d[r - 1, j] - a2[r - 2, j] ** 2 * d[r - 2, j]
+            inverse = 1.0 / value
+            d[r, j] = value
+            a1[r, j] = (lam * q1 - a2[r - 1, j] * a1[r - 1, j] * d[r - 1, j]) * inverse
+            a2[r, j] = lam * q2 * inverse
+            z[r, j] = wy - a1[r - 1, j] * z[r - 1, j] - a2[r - 2, j] * z[r - 2, j]
+    for i in range(n - 1, -1, -1):
+        r = i + 2
+        for j in range(k):
+            z[r, j] = z[r, j] / d[r, j] - a1[r, j] * z[r + 1, j] - a2[r, j] * z[r + 2, j]
+            t1 = -(a1[r, j] * s0[r + 1, j] + a2[r, j] * s1[r + 1, j])
+            t2 = -(a1[r, j] * s1[r + 1, j] + a2[r, j] * s0[r + 2, j])
+            s0[r, j] = 1.0 / d[r, j] - a1[r, j] * t1 - a2[r, j] * t2
+            s1[r, j] = t1
+    n_obs = 0.0
+    for i in range(n):
+        if weights[i] > 0:
+            n_obs += 1.0
+    for j in range(k):
+        scores[j] = 0.0
+        s1[0, j] = 0.0  # the trace, reusing a padding row
+    for i in range(n):
+        w, y = weights[i], values[i]
+        for j in range(k):
+            scores[j] += w * (y - z[i + 2, j]) ** 2
+            s1[0, j] += w * s0[i + 2, j]
+    for j in range(k):
+        free = max(n_obs - s1[0, j], 1e-3)
+        scores[j] = n_obs * scores[j] / (free * free)
 
 
 @numba.njit(cache=True)
-def _choose_lambda(values: Array, weights: Array, lambdas: Array, p0: Array, p1: Array, p2: Array,
-                   diag: Array, l1: Array, l2: Array, curve: Array, s0: Array) -> float:  # pragma: no cover
+def _choose_lambda(values: Array, weights: Array, lambdas: Array, p0: Array, p1: Array,
+                   p2: Array) -> float:  # pragma: no cover - compiled
     """The GCV minimum over the candidates, refined by a parabola through it and its neighbours in log lambda."""
-    n_obs = 0.0
-    for i in range(weights.size):
-        if weights[i] > 0:
-            n_obs += 1.0
     k = lambdas.size
     scores = np.empty(k)
-    for j in range(k):
-        scores[j] = _gcv(values, weights, lambdas[j], p0, p1, p2, n_obs, diag, l1, l2, curve, s0)
+    _gcv_scores(values, weights, lambdas, p0, p1, p2, scores)
     best = int(np.argmin(scores))
     if best == 0 or best == k - 1:
         return float(lambdas[best])
@@ -146,10 +177,11 @@ def _choose_lambda(values: Array, weights: Array, lambdas: Array, p0: Array, p1:
 @numba.njit(cache=True)
 def fit_series(
     values: Array, weights: Array, lambdas: Array, p0: Array, p1: Array, p2: Array, asymmetric: bool,
-    iterations: int, curve: Array, variance: Array, final_weights: Array,
+    iterations: int, curve: Array, variance: Array, final_weights: Array, work: Array,
 ) -> float:  # pragma: no cover - compiled
-    """Fit one series robustly; writes the curve, the predictive variance of a new observation at each time and
-    the weights of the last fit, and returns lambda (NaN when the series is too thin to fit).
+    """Fit one series robustly; writes the curve, the predictive variance of a new observation at each time,
+    the weights of the last fit and its factorization (``work``: D, L's two bands and diag(A^-1)), and returns
+    lambda (NaN when the series is too thin to fit).
 
     Robustness follows Garcia (2010): each round picks lambda by GCV under the current weights, then gives each
     observation a bisquare weight from its studentized residual ``r / sqrt(1 - h)``, which stays large for a
@@ -157,7 +189,7 @@ def fit_series(
     (vegetation indices, which clouds and aerosol only lower).
     """
     n = values.size
-    diag, l1, l2, s0 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    diag, l1, l2, s0 = work[0], work[1], work[2], work[3]
     n_obs = 0
     for i in range(n):
         final_weights[i] = weights[i]
@@ -178,11 +210,11 @@ def fit_series(
     step = lambdas[1] / lambdas[0] if lambdas.size > 1 else 1.0
     for round_ in range(iterations + 1):
         if lambdas.size > 1 and round_ <= 1:
-            lam = _choose_lambda(values, final_weights, lambdas, p0, p1, p2, diag, l1, l2, curve, s0)
+            lam = _choose_lambda(values, final_weights, lambdas, p0, p1, p2)
         elif lambdas.size > 1:
             # the first robust weights settle lambda; later rounds move it a grid step at most (a third of the work)
             local[0], local[1], local[2] = lam / step, lam, lam * step
-            lam = _choose_lambda(values, final_weights, local, p0, p1, p2, diag, l1, l2, curve, s0)
+            lam = _choose_lambda(values, final_weights, local, p0, p1, p2)
         _factor(final_weights, lam, p0, p1, p2, diag, l1, l2)
         for i in range(n):
             curve[i] = final_weights[i] * values[i]
@@ -220,26 +252,34 @@ def fit_series(
 
 
 @numba.njit(cache=True)
-def refit_band(values: Array, weights: Array, lam: float, p0: Array, p1: Array, p2: Array,
-               curve: Array, variance: Array) -> None:  # pragma: no cover - compiled
-    """Smooth another variable of the same pixel with the lambda and robust weights found on the guide, so
-    the bands stay consistent with each other (a lambda per band fitted the hidden truth worse)."""
+def factorize(weights: Array, lam: float, p0: Array, p1: Array, p2: Array,
+              work: Array) -> None:  # pragma: no cover - compiled
+    """The factorization :func:`refit_band` reuses, for a given lambda and weights (``work``: D, L's two bands
+    and diag(A^-1))."""
+    _factor(weights, lam, p0, p1, p2, work[0], work[1], work[2])
+    _inverse_diagonal(work[0], work[1], work[2], work[3])
+
+
+@numba.njit(cache=True)
+def refit_band(values: NDArray[np.floating], weights: Array, work: Array,
+               curve: NDArray[np.floating]) -> float:  # pragma: no cover - compiled
+    """Smooth another variable of the same pixel with the factorization ``work`` that :func:`fit_series` left
+    (the guide's lambda and robust weights, so the bands stay consistent with each other: a lambda per band
+    fitted the hidden truth worse); returns the residual variance, the predictive variance at node ``i`` being
+    that times ``1 + work[3, i]``. The solve runs in float64 whatever ``values`` and ``curve`` hold."""
     n = values.size
-    diag, l1, l2, s0 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-    _factor(weights, lam, p0, p1, p2, diag, l1, l2)
+    z = np.empty(n)
     for i in range(n):
-        curve[i] = weights[i] * values[i]
-    _substitute(diag, l1, l2, curve)
-    _inverse_diagonal(diag, l1, l2, s0)
+        z[i] = weights[i] * values[i]
+    _substitute(work[0], work[1], work[2], z)
     rss, trace, used = 0.0, 0.0, 0.0
     for i in range(n):
+        curve[i] = z[i]
         if weights[i] > 0:
-            rss += weights[i] * (values[i] - curve[i]) ** 2
-            trace += weights[i] * s0[i]
+            rss += weights[i] * (values[i] - z[i]) ** 2
+            trace += weights[i] * work[3, i]
             used += 1.0
-    sigma2 = rss / max(used - trace, 1.0)
-    for i in range(n):
-        variance[i] = sigma2 * (1.0 + s0[i])
+    return rss / max(used - trace, 1.0)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -248,8 +288,9 @@ def _smooth_all(times: Array, values: Array, weights: Array, lambdas: Array, asy
     p0, p1, p2 = penalty_bands(times)
     for s in numba.prange(values.shape[0]):
         kept = np.empty(times.size)
+        work = np.empty((4, times.size))
         chosen[s] = fit_series(values[s], weights[s], lambdas, p0, p1, p2, asymmetric, iterations, out[s],
-                               variance[s], kept)
+                               variance[s], kept, work)
 
 
 class Smoothed(NamedTuple):
