@@ -27,7 +27,7 @@ from musyq.timeseries.reference import reference_curves
 
 EPOCH = date(1970, 1, 1)
 BLOCK_ROWS = 256
-WORKING_BYTES = 3 * 2**30  # a reconstruction block's arrays: the read strip, its series on the nodes, the curves
+WORKING_BYTES = 4 * 2**30  # a reconstruction block's arrays: the read strip, its series on the nodes, the curves
 
 
 def reconstruction_rows(width: int, n_bands: int, n_dates: int) -> int:
