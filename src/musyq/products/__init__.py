@@ -1,0 +1,1 @@
+"""Quantitative products from the harmonized record, each with a per-pixel uncertainty."""

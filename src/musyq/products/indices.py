@@ -1,0 +1,94 @@
+"""Spectral indices from the Awesome Spectral Indices catalog (through ``spyndex``, so no formula is copied) on
+musyq's harmonized band names, each with its uncertainty propagated from the reflectance uncertainty.
+
+The propagation is first order, ``sigma_f^2 = sum_k (df/dx_k sigma_k)^2`` over independent bands, with each
+derivative taken by the complex step ``Im f(x + i h e_k) / h``: exact to rounding for the catalog's formulas
+(rational and power expressions), unlike finite differences, and with no symbolic algebra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import spyndex
+from numpy.typing import NDArray
+
+from musyq.core.errors import MusyqError
+
+# musyq's harmonized band names -> the catalog's band codes
+BAND_CODES = {"coastal": "A", "blue": "B", "green": "G", "red": "R", "rededge1": "RE1", "rededge2": "RE2",
+              "rededge3": "RE3", "nir": "N", "swir16": "S1", "swir22": "S2"}
+CODE_BANDS = {code: name for name, code in BAND_CODES.items()}
+STEP = 1e-20  # the complex step: far below any rounding, so the real part is untouched
+
+
+class IndexValue(NamedTuple):
+    value: NDArray[np.float64]
+    sigma: NDArray[np.float64] | None  # None where no band uncertainty was given
+
+
+def index_bands(name: str) -> tuple[list[str], list[str]]:
+    """The harmonized bands and the catalog constants an index needs."""
+    if name not in spyndex.indices:
+        close = [k for k in spyndex.indices if k.lower() == name.lower()]
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise MusyqError(f"{name!r} is not an index of the Awesome Spectral Indices catalog{hint}")
+    bands, constants = [], []
+    for code in spyndex.indices[name].bands:
+        if code in CODE_BANDS:
+            bands.append(CODE_BANDS[code])
+        elif code in spyndex.constants:
+            constants.append(code)
+        else:
+            raise MusyqError(f"{name} needs the catalog band {code!r}, which no musyq sensor provides")
+    return bands, constants
+
+
+def available_indices(bands: set[str]) -> list[str]:
+    """Every catalog index whose bands are all among ``bands`` (harmonized names)."""
+    found = []
+    for name in spyndex.indices:
+        try:
+            needed, _ = index_bands(name)
+        except MusyqError:
+            continue
+        if set(needed) <= bands:
+            found.append(name)
+    return sorted(found)
+
+
+def compute_index(name: str, bands: Mapping[str, NDArray[np.floating]],
+                  uncertainty: Mapping[str, NDArray[np.floating]] | None = None,
+                  constants: Mapping[str, float] | None = None) -> IndexValue:
+    """The index ``name`` of reflectance ``bands`` (harmonized names, any equal shapes); with ``uncertainty``
+    (one standard deviation per band, same shapes) also its propagated standard deviation."""
+    needed, needed_constants = index_bands(name)
+    missing = [b for b in needed if b not in bands]
+    if missing:
+        raise MusyqError(f"{name} needs {', '.join(missing)}, which the input lacks (it has "
+                         f"{', '.join(sorted(bands)) or 'no bands'})")
+    params: dict[str, object] = {}
+    for code in needed_constants:
+        given = (constants or {}).get(code)
+        params[code] = float(given if given is not None else spyndex.constants[code].default)
+    values = {b: np.asarray(bands[b], dtype=np.float64) for b in needed}
+
+    def evaluate(shifted: str | None = None) -> NDArray[np.complex128]:
+        point = {BAND_CODES[b]: (v + 1j * STEP if b == shifted else v) for b, v in values.items()}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result = spyndex.computeIndex(name, params=params | point)
+        return np.asarray(result)
+
+    value = np.real(evaluate()).astype(np.float64)
+    if uncertainty is None:
+        return IndexValue(value, None)
+    absent = [b for b in needed if b not in uncertainty]
+    if absent:
+        raise MusyqError(f"no uncertainty for {', '.join(absent)}, which {name} needs")
+    variance = np.zeros_like(value)
+    for band in needed:
+        derivative = np.imag(evaluate(band)) / STEP
+        variance += (derivative * np.asarray(uncertainty[band], dtype=np.float64)) ** 2
+    return IndexValue(value, np.sqrt(variance))
