@@ -140,9 +140,18 @@ def _mod09_layers(fields: dict[str, tuple[NDArray[np.generic], dict[str, object]
     return out
 
 
+# the HDF fields each product's layers come from (the angles, counts and pointers are never read)
+_FIELDS = {"13": ("250m 16 days", "500m 16 days", "1 km 16 days", "1 km monthly", "500m monthly"),
+           "43": ("Nadir_Reflectance_Band", "BRDF_Albedo_Band_Mandatory_Quality_Band"),
+           "09": ("sur_refl_b", "state_1km_1", "sur_refl_state_500m")}
+
+
 def _read_hdf4(path: Path, product: str) -> tuple[GeoBox, dict[str, NDArray[np.float32]]]:
     from pyhdf.SD import SD, SDC  # imported here: only HDF4 input needs it
     from pyhdf.error import HDF4Error
+
+    if product[3:5] not in _FIELDS:
+        _layers(product, {})  # names the product musyq does not read
 
     try:
         handle = SD(str(path), SDC.READ)
@@ -152,7 +161,7 @@ def _read_hdf4(path: Path, product: str) -> tuple[GeoBox, dict[str, NDArray[np.f
         metadata = str(handle.attributes().get("StructMetadata.0", ""))
         fields = {}
         for name, info in handle.datasets().items():
-            if len(info[1]) == 2 and not name.endswith("_c"):
+            if len(info[1]) == 2 and name.startswith(_FIELDS[product[3:5]]):
                 dataset = handle.select(name)
                 fields[name] = (np.asarray(dataset[:]), dict(dataset.attributes()))
     finally:

@@ -43,15 +43,21 @@ def sibling(out: Path, layer: str) -> Path:
     return out.with_name(f"{out.stem}.{layer}{out.suffix or '.tif'}")
 
 
-def read_reference(stack: Path, dates: list[date], wanted: np.ndarray) -> ReferenceCurves:
-    """A coarse series of the same variable (any grid and projection, one band per date) as curves."""
+def _open_stack(stack: Path, dates: list[date], what: str) -> rasterio.DatasetReader:
+    """The stack opened, with one band per given date."""
     try:
         source = rasterio.open(stack)
     except rasterio.errors.RasterioIOError:
         raise InputError(stack, "is not a raster GDAL can read") from None
-    with source:
-        if source.count != len(dates):
-            raise InputError(stack, f"has {source.count} bands but {len(dates)} reference dates were given")
+    if source.count != len(dates):
+        source.close()
+        raise InputError(stack, f"has {source.count} bands but {len(dates)} {what} were given")
+    return source
+
+
+def read_reference(stack: Path, dates: list[date], wanted: np.ndarray) -> ReferenceCurves:
+    """A coarse series of the same variable (any grid and projection, one band per date) as curves."""
+    with _open_stack(stack, dates, "reference dates") as source:
         if source.crs is None:
             raise InputError(stack, "has no coordinate reference system to place it on the stack's grid")
         values = source.read().astype(np.float32)
@@ -68,13 +74,7 @@ def gapfill_stack(
 ) -> tuple[Path, Path, Path]:
     """Write the filled stack, its flag stack and its uncertainty stack; returns their paths. ``reference``, a
     coarse stack of the same variable and its dates, guides the curves (see :mod:`musyq.timeseries.reference`)."""
-    try:
-        source = rasterio.open(stack)
-    except rasterio.errors.RasterioIOError:
-        raise InputError(stack, "is not a raster GDAL can read") from None
-    with source:
-        if source.count != len(dates):
-            raise InputError(stack, f"has {source.count} bands but {len(dates)} dates were given")
+    with _open_stack(stack, dates, "dates") as source:
         nodata = source.nodata
         geobox = GeoBox((source.height, source.width), source.transform, source.crs)
         days = np.array([d.toordinal() for d in dates], dtype=np.float64)

@@ -23,7 +23,7 @@ from musyq.core.errors import MusyqError
 from musyq.io.modis import CoarseScene, find_granules, read_modis
 from musyq.timeseries.whittaker import smooth
 
-EPOCH = date(1970, 1, 1)
+EPOCH = date(1970, 1, 1)  # the cube's day numbers count from here
 REACH = 24.0  # days a curve may run beyond the coarse pixel's first or last usable observation
 INDICES = ("ndvi", "evi")  # variables that clouds only lower: asymmetric weights
 

@@ -23,9 +23,8 @@ from musyq.io.output import REFLECTANCE_SCALE, Layer, PeriodName, encode_reflect
 from musyq.io.stac import AssetSpec, build_period_item, update_collection
 from musyq.timeseries.composite import BapWeights, Block, composite, periods
 from musyq.timeseries.reconstruct import FLAG_NAMES, Reference, ReconstructOptions, merge_same_day, reconstruct
-from musyq.timeseries.reference import reference_curves
+from musyq.timeseries.reference import EPOCH, reference_curves
 
-EPOCH = date(1970, 1, 1)
 BLOCK_ROWS = 256
 WORKING_BYTES = 4 * 2**30  # a reconstruction block's arrays: the read strip, its series on the nodes, the curves
 
