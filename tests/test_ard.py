@@ -81,11 +81,20 @@ def test_sentinel2_tile_to_toa_cogs_and_stac(samples: Path, tmp_path: Path) -> N
     assert np.median(blue_sr) < np.median(blue_toa) - 0.01
     vegetated = (nir_toa - toa_by_name["red"][valid]) / (nir_toa + toa_by_name["red"][valid]) > 0.5
     assert np.median(nir_sr[vegetated]) > np.median(nir_toa[vegetated])
+    with rasterio.open(folder / "S2A_MSI.900m.2017210153557.19UDP.001.SRUNC.tif") as unc_layer:
+        assert unc_layer.descriptions == sr_layer.descriptions
+        sigma = dict(zip(unc_layer.descriptions, unc_layer.read().astype(float) / 1e4, strict=True))
+    assert ((sigma["red"] > 0) == valid).all()
+    # at least the 5 % calibration of MSI through the inversion, and the held-out RMSE of the bandpass line to
+    # OLI (0.0035 in blue); at most what a bad atmosphere could do
+    blue_sigma = sigma["blue"][valid]
+    assert (blue_sigma >= 0.0034).all() and np.median(blue_sigma) < 0.03
+    assert np.median(sigma["nir"][valid][vegetated] / nir_sr[vegetated]) > 0.05
 
     item = json.loads(item_path.read_text())
     assert item["stac_version"] == "1.1.0" and item["properties"]["proj:code"] == "EPSG:32619"
     assert item["properties"]["musyq:water_vapour_source"].startswith("from the 945 nm band")
-    assert "SR" in item["assets"] and "AOD" in item["assets"]
+    assert "SR" in item["assets"] and "AOD" in item["assets"] and "uncertainty" in item["assets"]["SRUNC"]["roles"]
     # the core schema ships with pystac (offline); extension schemas would be fetched, so check core only
     pystac.validation.validate_dict({**item, "stac_extensions": []})
     collection = pystac.Collection.from_file(str(out / "collection.json"))

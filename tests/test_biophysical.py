@@ -3,6 +3,7 @@ with finite perturbations, and out-of-domain inputs are flagged."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,22 @@ def test_domain_flags_and_missing_bands() -> None:
     assert not np.any(biophysical("LAI", bands, view, sun, azimuth).quality & INPUT_OUT_OF_DOMAIN)
     with pytest.raises(MusyqError, match="LAI needs rededge1"):
         biophysical("LAI", {k: v for k, v in bands.items() if k != "rededge1"}, view, sun, azimuth)
+
+
+def test_definition_domain_grid_flags_spectra_inside_the_bounds_but_unlike_the_training_set() -> None:
+    """SNAP's grid: each band's range in ten cells, and only the 11 039 of 10^8 cell combinations the training
+    spectra filled are in the domain. A spectrum within every band's bounds but with green brighter than red
+    edge 3 and NIR (no canopy or soil looks so) lies in an empty cell."""
+    home = Path(str(files("musyq"))) / "data" / "snap-biophysical" / "2_1" / "LAI"
+    grid = np.loadtxt(home / "LAI_DefinitionDomain_Grid", delimiter=",", dtype=int)
+    low, high = np.loadtxt(home / "LAI_DefinitionDomain_MinMax", delimiter=",")
+    odd = dict(zip(INPUT_BANDS, (0.25, 0.01, 0.01, 0.02, 0.03, 0.03, 0.02, 0.01), strict=True))
+    cell = tuple(int(c) for c in np.floor(10 * (np.array(list(odd.values())) - low) / (high - low)) + 1)
+    assert cell not in set(map(tuple, grid)) and all(low <= v <= high for v, low, high in
+                                                     zip(odd.values(), low, high, strict=True))
+    result = biophysical("LAI", {k: np.array([v]) for k, v in odd.items()}, 5.0, 30.0, 50.0)
+    assert result.quality[0] & INPUT_OUT_OF_DOMAIN
+    # the centre of a filled cell is in the domain
+    filled = (grid[0] - 0.5) / 10 * (high - low) + low
+    inside = biophysical("LAI", {k: np.array([v]) for k, v in zip(INPUT_BANDS, filled, strict=True)}, 5.0, 30.0, 50.0)
+    assert not inside.quality[0] & INPUT_OUT_OF_DOMAIN

@@ -287,3 +287,50 @@ def correct_band(
     """Surface reflectance of a band whose coefficients sit on a ``coarse_nodes`` grid."""
     _apply_on_grid(toa, np.ascontiguousarray(coef.gain), np.ascontiguousarray(coef.offset),
                    np.ascontiguousarray(coef.albedo), row_nodes, col_nodes, out)
+
+
+@numba.njit(parallel=True, cache=True)
+def _sigma_on_grid(
+    toa: NDArray[np.float32], gain: Array, offset: Array, albedo: Array, shifted_gain: Array, shifted_offset: Array,
+    shifted_albedo: Array, aot_ratio: Array, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp],
+    calibration: float, interpolation: float, out: NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled
+    height, width = toa.shape
+    last_row, last_col = row_nodes.size - 1, col_nodes.size - 1
+    for r in numba.prange(height):
+        r0, ur = _bracket(r, row_nodes)
+        r1 = min(r0 + 1, last_row)
+        for c in range(width):
+            value = toa[r, c]
+            if not np.isfinite(value):
+                out[r, c] = np.nan
+                continue
+            c0, uc = _bracket(c, col_nodes)
+            c1 = min(c0 + 1, last_col)
+            g = _sample(gain, r0, r1, c0, c1, ur, uc)
+            s = _sample(albedo, r0, r1, c0, c1, ur, uc)
+            y = g * value - _sample(offset, r0, r1, c0, c1, ur, uc)
+            denominator = 1.0 + s * y
+            # d rho / d toa = g / (1 + S y)^2, times the calibration's sigma of the TOA reflectance
+            from_calibration = calibration * value * g / (denominator * denominator)
+            g2 = _sample(shifted_gain, r0, r1, c0, c1, ur, uc)
+            y2 = g2 * value - _sample(shifted_offset, r0, r1, c0, c1, ur, uc)
+            shifted = y2 / (1.0 + _sample(shifted_albedo, r0, r1, c0, c1, ur, uc) * y2)
+            from_aerosol = (shifted - y / denominator) * _sample(aot_ratio, r0, r1, c0, c1, ur, uc)
+            out[r, c] = np.sqrt(from_calibration**2 + from_aerosol**2 + interpolation**2)
+
+
+def band_uncertainty(
+    toa: NDArray[np.float32], coef: Coefficients, shifted: Coefficients, aot_ratio: Array,
+    row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp], calibration: float, interpolation: float,
+    out: NDArray[np.float32],
+) -> None:
+    """One sigma of a band's surface reflectance: the TOA calibration (relative ``calibration``) through the
+    inversion's slope, the AOD's sigma as the secant to coefficients at a shifted AOD (``shifted``, scaled by
+    ``aot_ratio`` = sigma / shift on the nodes), and the tables' ``interpolation`` error, in quadrature."""
+    def grid(values: Array) -> Array:
+        return np.ascontiguousarray(values, dtype=np.float64)
+
+    _sigma_on_grid(toa, grid(coef.gain), grid(coef.offset), grid(coef.albedo), grid(shifted.gain),
+                   grid(shifted.offset), grid(shifted.albedo), grid(aot_ratio), row_nodes, col_nodes,
+                   float(calibration), float(interpolation), out)

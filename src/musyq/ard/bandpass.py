@@ -263,10 +263,11 @@ def coefficients(source_id: str, target_id: str) -> list[BandFit]:
 
 
 def adjust(reflectance: NDArray[np.float32], bands: tuple[Band, ...], fits: list[BandFit],
-           water: NDArray[np.bool_] | None = None) -> list[str]:
+           water: NDArray[np.bool_] | None = None, uncertainty: NDArray[np.float32] | None = None) -> list[str]:
     """Apply the fits in place to the bands they cover; returns the ids of the adjusted bands.
 
-    Pixels in ``water`` take the water lines, all others the land lines.
+    Pixels in ``water`` take the water lines, all others the land lines. ``uncertainty`` (the bands' sigma)
+    is scaled by the slope and takes the line's held-out RMSE in quadrature, in place.
     """
     lines = {(f.surface, f.source_band): f for f in fits}
     water_pixels = np.nonzero(water if water is not None else np.zeros(reflectance.shape[1:], dtype=bool))
@@ -282,5 +283,11 @@ def adjust(reflectance: NDArray[np.float32], bands: tuple[Band, ...], fits: list
         values += np.float32(land.offset)
         if wet is not None:
             values[water_pixels] = original_water * np.float32(wet.slope) + np.float32(wet.offset)
+        if uncertainty is not None:
+            sigma = uncertainty[k]
+            original_sigma = sigma[water_pixels]
+            sigma[...] = np.hypot(sigma * np.float32(land.slope), np.float32(land.rmse_holdout))
+            if wet is not None:
+                sigma[water_pixels] = np.hypot(original_sigma * np.float32(wet.slope), np.float32(wet.rmse_holdout))
         adjusted.append(band.id)
     return adjusted

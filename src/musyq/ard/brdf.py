@@ -194,10 +194,26 @@ def load_brdf_parameters(path: Path, geobox: GeoBox) -> BrdfParameters:
     return BrdfParameters(complete)
 
 
+# The c-factor's own error: how far a pixel's true BRDF shape departs from the one assumed, taken as a share
+# of the correction made. With the global fixed shape, half of it (a pixel may be anywhere from isotropic to
+# twice as anisotropic); with per-pixel parameters, a quarter (their own retrieval error).
+SHAPE_ERROR_FIXED, SHAPE_ERROR_PRIOR = 0.5, 0.25
+
+
+def _apply_factor(reflectance: NDArray[np.float32], factor: NDArray[np.float32], shape_error: NDArray[np.float32] | float,
+                  uncertainty: NDArray[np.float32] | None) -> None:
+    if uncertainty is not None:
+        correction = shape_error * np.abs(factor - np.float32(1.0)) * reflectance * factor
+        uncertainty[...] = np.hypot(uncertainty * factor, correction)
+    reflectance *= factor
+
+
 def normalize_band(
     reflectance: NDArray[np.float32], band: Band, kernels: KernelGrids, prior: BrdfParameters | None = None,
+    uncertainty: NDArray[np.float32] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """NBAR of one band in place of ``reflectance``; returns it and where per-pixel parameters were used.
+    ``uncertainty`` (the band's sigma) is scaled by the factor and takes the factor's own error, in place.
 
     Where the prior has no valid parameters (or none for this band), Roy's fixed coefficients serve.
     """
@@ -209,7 +225,8 @@ def normalize_band(
         # one set of coefficients: the factor needs only the two kernel grids
         observed = np.float32(fixed.iso) + np.float32(fixed.vol) * kernels.vol + np.float32(fixed.geo) * kernels.geo
         standard = np.float32(fixed.iso + fixed.vol * kernels.vol_nbar + fixed.geo * kernels.geo_nbar)
-        reflectance *= np.where(observed > 0, standard / observed, np.float32(1.0)).astype(np.float32)
+        factor = np.where(observed > 0, standard / observed, np.float32(1.0)).astype(np.float32)
+        _apply_factor(reflectance, factor, SHAPE_ERROR_FIXED, uncertainty)
         return reflectance, used_prior
     iso = np.full(reflectance.shape, fixed.iso, dtype=np.float32)
     vol = np.full(reflectance.shape, fixed.vol, dtype=np.float32)
@@ -220,6 +237,7 @@ def normalize_band(
     observed = iso + vol * kernels.vol + geo * kernels.geo
     standard = iso + vol * np.float32(kernels.vol_nbar) + geo * np.float32(kernels.geo_nbar)
     with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(observed > 0, standard / observed, np.float32(1.0))
-    reflectance *= factor.astype(np.float32)
+        factor = np.where(observed > 0, standard / observed, np.float32(1.0)).astype(np.float32)
+    shape_error = np.where(used_prior, np.float32(SHAPE_ERROR_PRIOR), np.float32(SHAPE_ERROR_FIXED))
+    _apply_factor(reflectance, factor, shape_error, uncertainty)
     return reflectance, used_prior

@@ -30,6 +30,7 @@ sun-to-ground-to-sensor path (half the vapour is mixed with the aerosol).
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -497,6 +498,18 @@ def table_folder() -> Path:
     if os.environ.get("MUSYQ_LUT_DIR"):
         return Path(os.environ["MUSYQ_LUT_DIR"])
     return Path(str(resources.files("musyq").joinpath("data", "lut")))
+
+
+RECORD_FILE = "roundtrip.json"  # written by ``musyq lut check --record``
+UNRECORDED_RMS = 0.001  # for a sensor whose table was never checked: the order the checked tables show
+
+
+@cache
+def interpolation_rms(sensor_id: str) -> float:
+    """The recorded round-trip RMS error of a sensor's table (reflectance)."""
+    path = table_folder() / RECORD_FILE
+    records = json.loads(path.read_text()) if path.exists() else {}
+    return float(records.get(sensor_id, {}).get("rms", UNRECORDED_RMS))
 
 
 def table_path(sensor_id: str, folder: Path | None = None) -> Path:

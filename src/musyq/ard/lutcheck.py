@@ -6,14 +6,16 @@ interpolation of the scattering table, the gas curves, and the coupling of the t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from musyq.ard import sixs
 from musyq.ard.atmcor import Atmosphere, coefficients, surface_reflectance
-from musyq.ard.lut import BandTable, load_table, path_transmittance
+from musyq.ard.lut import RECORD_FILE, BandTable, interpolation_rms, load_table, path_transmittance, table_folder
 from musyq.core.sensors import spectral_response
 
 Array = NDArray[np.float64]
@@ -126,3 +128,19 @@ def round_trip(
         surface=np.array([case.surface_reflectance for _, case in pairs]),
         retrieved=np.array(retrieved),
     )
+
+
+def record_round_trip(sensor_id: str, report: RoundTrip, max_view_zenith: float, folder: Path | None = None) -> Path:
+    """Keep a sensor's round-trip RMS error beside its table: it is the table-interpolation term of the SR
+    uncertainty."""
+    path = (folder or table_folder()) / RECORD_FILE
+    records = json.loads(path.read_text()) if path.exists() else {}
+    error = report.error
+    records[sensor_id] = {"rms": round(float(np.sqrt(np.mean(error**2))), 6), "cases": int(error.size),
+                          "max_view_zenith": max_view_zenith}
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(dict(sorted(records.items())), indent=1) + "\n")
+    partial.replace(path)
+    interpolation_rms.cache_clear()
+    return path
+

@@ -252,7 +252,7 @@ def normalize_to_nadir(
     prior = load_brdf_parameters(prior_path, geobox) if prior_path is not None else None
     from_prior = np.zeros(valid.shape, dtype=bool)
     for k, band in enumerate(surface.bands):
-        _, used = normalize_band(surface.reflectance[k], band, kernels, prior)
+        _, used = normalize_band(surface.reflectance[k], band, kernels, prior, surface.uncertainty[k])
         from_prior |= used
     processing[valid] |= NBAR
     processing[valid & from_prior] |= NBAR_PRIOR
@@ -415,12 +415,15 @@ def process_tile(
                                                  sun_zenith, options.nbar))
         if options.bandpass_to is not None:
             adjusted = adjust(surface.reflectance, surface.bands, coefficients(scene.sensor.id, options.bandpass_to),
-                              water=quality == WATER)
+                              water=quality == WATER, uncertainty=surface.uncertainty)
             if adjusted:
                 processing[valid] |= BANDPASS
                 properties.update({"musyq:bandpass_to": options.bandpass_to, "musyq:bandpass_bands": adjusted})
         add(Layer("SR", encode_reflectance(surface.reflectance), 0, tuple(b.common_name for b in surface.bands),
                   1 / REFLECTANCE_SCALE), "Surface reflectance", ("data", "reflectance"), surface.bands, None)
+        add(Layer("SRUNC", encode_reflectance(surface.uncertainty), 0, tuple(b.common_name for b in surface.bands),
+                  1 / REFLECTANCE_SCALE), "Surface reflectance uncertainty (one sigma): calibration, aerosol, "
+            "table interpolation, NBAR and bandpass terms", ("data", "uncertainty"), surface.bands, None)
         add(Layer("AOD", encode_reflectance(surface.aot550), 0, ("aot550",), 1 / REFLECTANCE_SCALE),
             "Aerosol optical depth at 550 nm", ("data", "aerosol"), None, None)
         properties.update({

@@ -30,11 +30,11 @@ from musyq.ard.aerosol import (
     water_vapour_from_band,
 )
 from musyq.core.angles import fill_gaps
-from musyq.ard.atmcor import Atmosphere, coarse_nodes, coefficients, correct_band, upsample
+from musyq.ard.atmcor import Atmosphere, band_uncertainty, coarse_nodes, coefficients, correct_band, upsample
 from musyq.core.errors import InputError, MusyqError
 from musyq.core.grid import crs_wkt
-from musyq.ard.lut import AEROSOL_MODELS, BandTable
-from musyq.core.sensors import Band
+from musyq.ard.lut import AEROSOL_MODELS, BandTable, interpolation_rms
+from musyq.core.sensors import Band, get_sensor
 
 Array = NDArray[np.float64]
 
@@ -45,6 +45,21 @@ MAX_ELEVATION_M = 6500.0  # the tables hold 6S runs for targets up to 6 km (pres
 BLOCK_METRES = 6000.0
 COEFFICIENT_STEP = 16  # pixels between coarse coefficient nodes
 AEROSOL_METHODS = ("auto", "dark-target", "endmember")
+MAX_AOT = 1.5  # the tables' last AOD node
+# the expected error of an aerosol retrieval over land, +-(0.05 + 0.2 tau) (Kaufman et al. 1997), taken as one sigma
+AOT_ERROR_BASE, AOT_ERROR_SLOPE = 0.05, 0.2
+# an assumed (climatological) AOD is uncertain by about itself: the spread of land AOD around the global mean
+CLIMATOLOGY_AOT_SIGMA = CLIMATOLOGY_AOT
+
+
+def aot_sigma(aot550: Array, given: bool, assumed: bool) -> Array:
+    """One sigma of the AOD: none for a value the user gave, the global spread for climatology, else the
+    retrievals' expected error."""
+    if given:
+        return np.zeros_like(aot550)
+    if assumed:
+        return np.full_like(aot550, CLIMATOLOGY_AOT_SIGMA)
+    return AOT_ERROR_BASE + AOT_ERROR_SLOPE * aot550
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,9 @@ class SurfaceResult:
 
     bands: tuple[Band, ...]
     reflectance: NDArray[np.float32]
+    # one sigma of the reflectance: calibration, AOD and table interpolation so far; NBAR and the bandpass
+    # adjustment add their terms when they act
+    uncertainty: NDArray[np.float32]
     aot550: NDArray[np.float32]
     water_vapour: float  # mean over the covered part, g cm-2
     notes: dict[str, str]
@@ -199,16 +217,28 @@ def correct_tile(
     vapour_nodes = blocks.interpolate(vapour_block, rows, cols)
     height_nodes = blocks.interpolate(heights, rows, cols)
     atmosphere = Atmosphere(aot_nodes, vapour_nodes, options.ozone, options.aerosol_model, height_nodes)
+    sigma_nodes = aot_sigma(aot_nodes, options.aot550 is not None, aerosol.assumed)
+    # the AOD's effect is the secant to a shifted AOD: up by its sigma, or as far as the tables reach
+    shift = np.maximum(np.minimum(sigma_nodes, MAX_AOT - aot_nodes), 1e-3)
+    shifted_atmosphere = Atmosphere(aot_nodes + shift, vapour_nodes, options.ozone, options.aerosol_model,
+                                    height_nodes)
+    calibration = get_sensor(table.sensor_id).toa_uncertainty
+    interpolation = interpolation_rms(table.sensor_id)
     surface_bands = tuple(b for b in bands if b.id in table.surface_bands)
     reflectance = np.empty((len(surface_bands), *shape), dtype=np.float32)
+    uncertainty = np.empty_like(reflectance)
     for k, band in enumerate(surface_bands):
         coef = coefficients(table, band.id, atmosphere, sun, view, azimuth)
-        correct_band(toa[bands.index(band)], coef, rows, cols, reflectance[k])
+        source = toa[bands.index(band)]
+        correct_band(source, coef, rows, cols, reflectance[k])
+        shifted = coefficients(table, band.id, shifted_atmosphere, sun, view, azimuth)
+        band_uncertainty(source, coef, shifted, sigma_nodes / shift, rows, cols, calibration, interpolation,
+                         uncertainty[k])
     aot_full = upsample(aot_nodes, rows, cols, shape)
     aot_full[~valid] = np.nan
     covered = valid[np.ix_(rows, cols)]
     mean_vapour = float(vapour_nodes[covered].mean()) if covered.any() else float(vapour_nodes.mean())
-    return SurfaceResult(surface_bands, reflectance, aot_full, mean_vapour, notes, aerosol.assumed)
+    return SurfaceResult(surface_bands, reflectance, uncertainty, aot_full, mean_vapour, notes, aerosol.assumed)
 
 
 def warp_band_to(source: rasterio.DatasetReader, index: int, geobox: GeoBox) -> NDArray[np.float32]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.progress import (
     BarColumn,
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from musyq.ard import lut as tables
 from musyq.cli.options import console, user_errors
-from musyq.ard.lutcheck import round_trip
+from musyq.ard.lutcheck import record_round_trip, round_trip
 from musyq.core.sensors import available_sensors, get_sensor
 
 app = typer.Typer(help="Atmospheric lookup tables (6S).", no_args_is_help=True)
@@ -73,6 +74,8 @@ def check(
     max_view: float = typer.Option(12.0, "--max-view", help="Spread the view zenith from nadir to this angle "
                                    "(degrees): 12 for Sentinel-2 and Landsat, about 35 for Gaofen WFV, 65 for MODIS."),
     workers: int = typer.Option(2, "--workers", "-j"),
+    record: bool = typer.Option(False, "--record", help="Keep the RMS error beside the table, where the SR "
+                                "uncertainty takes its interpolation term from."),
 ) -> None:
     """Simulate random cases with band-integrated 6S and report how well the table inverts them."""
     with user_errors():
@@ -83,3 +86,7 @@ def check(
         table.add_row(band, str(errors.count), f"{errors.mean:+.5f}", f"{errors.worst(errors.low_aerosol):.5f}",
                       f"{errors.worst(errors.high_aerosol):.5f}")
     console.print(table)
+    rms = float(np.sqrt(np.mean(report.error**2)))
+    console.print(f"RMS error over all {report.error.size} cases: {rms:.5f}")
+    if record:
+        console.print(f"recorded in {record_round_trip(get_sensor(sensor).id, report, max_view)}")

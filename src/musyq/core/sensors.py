@@ -57,6 +57,7 @@ class Sensor:
     bands: tuple[Band, ...]
     srf_file: str | None
     srf_source: str | None
+    toa_uncertainty: float = 0.05  # relative, one sigma: the calibration term of the SR uncertainty
 
     def band(self, key: str) -> Band:
         """Look a band up by id (``B8A``, ``B5``) or common name (``nir08``)."""
@@ -124,6 +125,7 @@ def get_sensor(name: str) -> Sensor:
         bands=bands,
         srf_file=record.get("srf"),
         srf_source=record.get("srf_source"),
+        toa_uncertainty=float(record.get("toa_uncertainty", 0.05)),
     )
 
 

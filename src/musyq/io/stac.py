@@ -167,3 +167,18 @@ def build_period_item(
     _add_projection(item, geobox)
     _add_assets(item, assets, geobox)
     return item
+
+
+def build_product_item(item_id: str, source: pystac.Item, geobox: GeoBox, assets: list[AssetSpec],
+                       properties: dict[str, object]) -> pystac.Item:
+    """An Item for a product made from ``source``: the same time (instant or period), place and tile."""
+    kept = {k: v for k, v in source.properties.items()
+            if k in ("datetime", "start_datetime", "end_datetime", "platform", "instruments", "constellation",
+                     "mgrs:tile")}
+    footprint = geobox.extent.to_crs("EPSG:4326")
+    item = pystac.Item(id=item_id, geometry=footprint.json, bbox=list(footprint.boundingbox), datetime=source.datetime,
+                       properties={**kept, "gsd": float(abs(geobox.resolution.x)), "musyq:version": __version__,
+                                   **properties})
+    _add_projection(item, geobox)
+    _add_assets(item, assets, geobox)
+    return item

@@ -21,12 +21,24 @@ from musyq.core.errors import MusyqError
 BAND_CODES = {"coastal": "A", "blue": "B", "green": "G", "red": "R", "rededge1": "RE1", "rededge2": "RE2",
               "rededge3": "RE3", "nir": "N", "swir16": "S1", "swir22": "S2"}
 CODE_BANDS = {code: name for name, code in BAND_CODES.items()}
+# names users know that the catalog spells otherwise
+ALIASES = {"NDRE": "NDREI"}
 STEP = 1e-20  # the complex step: far below any rounding, so the real part is untouched
 
 
 class IndexValue(NamedTuple):
     value: NDArray[np.float64]
     sigma: NDArray[np.float64] | None  # None where no band uncertainty was given
+
+
+def catalog_name(name: str) -> str:
+    """The catalog's spelling of an index: itself, a known alias, or the one entry equal but for case."""
+    if name in spyndex.indices:
+        return name
+    if name.upper() in ALIASES:
+        return ALIASES[name.upper()]
+    spelled = [k for k in spyndex.indices if k.lower() == name.lower()]
+    return spelled[0] if len(spelled) == 1 else name
 
 
 def index_bands(name: str) -> tuple[list[str], list[str]]:

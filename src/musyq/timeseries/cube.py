@@ -33,9 +33,9 @@ DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 SPATIAL_CHUNK = 512
 
 
-def _band_indices(item: pystac.Item) -> dict[str, int]:
-    """Harmonized name -> 1-based band of the item's SR asset."""
-    asset = item.assets.get("SR")
+def band_indices(item: pystac.Item, key: str = "SR") -> dict[str, int]:
+    """Harmonized name -> 1-based band of the item's reflectance asset ``key`` (SR, or its uncertainty)."""
+    asset = item.assets.get(key)
     if asset is None:
         raise MusyqError(f"item {item.id} has no surface reflectance (SR) asset; make it with atmospheric correction")
     names = [b["name"] for b in asset.extra_fields.get("eo:bands", [])]
@@ -66,11 +66,11 @@ def tile_geobox(item: pystac.Item, resolution: float | None) -> GeoBox:
 
 
 def _load_sensor(items: list[pystac.Item], bands: Sequence[str], geobox: GeoBox, chunk: int) -> xr.Dataset:
-    indices = _band_indices(items[0])
+    indices = band_indices(items[0])
     missing = [b for b in bands if b not in indices]
     assets = {b: f"SR.{indices[b]}" for b in bands if b in indices}
     for item in items[1:]:
-        if _band_indices(item) != indices:
+        if band_indices(item) != indices:
             raise MusyqError(f"items of {item_sensor(item)} disagree on their band order ({item.id})")
     layers = list(assets.values()) + ["MASK.1", "MASK.2", "ANG.2", "ANG.4"]
     raw = odc.stac.load(items, bands=layers, geobox=geobox, groupby="solar_day", chunks={"x": chunk, "y": chunk},
@@ -119,7 +119,7 @@ def open_cube(
         by_sensor.setdefault(item_sensor(item), []).append(item)
     parts = [_load_sensor(group, bands, geobox, chunk) for _, group in sorted(by_sensor.items())]
     cube = xr.concat(parts, dim="time", coords="minimal", compat="override", join="override").sortby("time")
-    available = set().union(*(_band_indices(group[0]) for group in by_sensor.values()))
+    available = set().union(*(band_indices(group[0]) for group in by_sensor.values()))
     cube.attrs = {"mgrs_tile": tile, "resolution_m": float(abs(geobox.resolution.x)), "crs": str(geobox.crs),
                   "absent_bands": [b for b in bands if b not in available]}  # no sensor of the cube has them
     return cube

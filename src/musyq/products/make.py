@@ -1,0 +1,245 @@
+"""The products driver: for each source item, read the bands the requested products need once, make each
+product with its sigma and flags, and write COG + STAC per product and/or one CF NetCDF per tile and period."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import spyndex
+from numpy.typing import NDArray
+
+from musyq import __version__
+from musyq.ard.brdf import load_brdf_parameters
+from musyq.core.errors import MusyqError
+from musyq.io.netcdf import NetcdfVariable, netcdf_variables, write_netcdf
+from musyq.io.output import Layer, write_cog
+from musyq.io.stac import AssetSpec, build_product_item, update_collection
+from musyq.products.albedo import ALBEDO_PRODUCTS, broadband, coefficients_for, spectral_albedo
+from musyq.products.biophysical import INPUT_BANDS, INPUT_OUT_OF_DOMAIN, OUTPUT_ABOVE, OUTPUT_BELOW, VARIABLES, \
+    biophysical
+from musyq.products.fvc import EndMembers, end_members, fractional_cover
+from musyq.products.indices import catalog_name, compute_index, index_bands
+from musyq.products.source import Source, find_sources, read_source
+
+PRODUCT_COLLECTION = "musyq-products"
+FORMATS = ("cog", "netcdf")
+QUALITY_FILL = 255
+BIOPHYSICAL_FLAGS = {INPUT_OUT_OF_DOMAIN: "input_out_of_definition_domain", OUTPUT_BELOW: "output_below_valid_range",
+                     OUTPUT_ABOVE: "output_above_valid_range"}
+# CF standard names where CF has one
+STANDARD_NAMES = {"LAI": "leaf_area_index", "FCOVER": "vegetation_area_fraction", "FVC": "vegetation_area_fraction",
+                  "ALBEDO": "surface_albedo", "BSA": "surface_albedo", "WSA": "surface_albedo"}
+DESCRIPTIONS = {
+    "FVC": "fractional vegetation cover (pixel dichotomy on NDVI)", "LAI": "leaf area index (SNAP S2 network v2.1)",
+    "FAPAR": "fraction of absorbed photosynthetically active radiation (SNAP S2 network v2.1)",
+    "FCOVER": "fraction of vegetation cover (SNAP S2 network v2.1)",
+    "ALBEDO": "shortwave broadband reflectance of the NBAR geometry (narrow-to-broadband mix)",
+    "BSA": "shortwave black-sky albedo at the sun zenith of the reflectance",
+    "WSA": "shortwave white-sky albedo",
+}
+
+
+@dataclass(frozen=True)
+class ProductOptions:
+    formats: tuple[str, ...] = ("cog",)
+    fvc_members: EndMembers | None = None  # given end-members; None chooses them per tile from the histogram
+    brdf: Path | None = None  # per-pixel BRDF parameters for BSA and WSA
+    constants: dict[str, float] = field(default_factory=dict)  # index constants (L, g, C1, ...)
+    overwrite: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Made:
+    name: str
+    value: NDArray[np.float32]
+    sigma: NDArray[np.float32] | None
+    quality: NDArray[np.uint8] | None
+    flags: dict[int, str]
+    description: str
+    properties: dict[str, object]
+
+
+def resolve_products(names: Sequence[str]) -> list[str]:
+    """Product names as musyq spells them: its own (FVC, LAI, FAPAR, FCOVER, ALBEDO, BSA, WSA) in any case, and
+    the indices of the Awesome Spectral Indices catalog."""
+    own = ("FVC",) + VARIABLES + ALBEDO_PRODUCTS
+    resolved = []
+    for name in names:
+        for part in filter(None, (p.strip() for p in name.split(","))):
+            if part.upper() in own:
+                resolved.append(part.upper())
+                continue
+            name_in_catalog = catalog_name(part)
+            index_bands(name_in_catalog)  # raises for a name the catalog lacks
+            resolved.append(name_in_catalog)
+    if not resolved:
+        raise MusyqError("name at least one product (an index such as NDVI, or FVC, LAI, FAPAR, FCOVER, ALBEDO)")
+    return list(dict.fromkeys(resolved))
+
+
+def needed_bands(name: str) -> list[str]:
+    if name in VARIABLES:
+        return list(INPUT_BANDS)
+    if name == "FVC":
+        return ["red", "nir"]
+    if name in ALBEDO_PRODUCTS:
+        return ["coastal", "blue", "green", "red", "nir", "swir16", "swir22"]  # whichever the mix uses
+    return index_bands(name)[0]
+
+
+def _sigma_of(source: Source, bands: Sequence[str]) -> dict[str, NDArray[np.float32]] | None:
+    if source.sigma is None or not all(b in source.sigma for b in bands):
+        return None
+    return {b: source.sigma[b] for b in bands}
+
+
+def make_product(name: str, source: Source, options: ProductOptions) -> Made:
+    """One product of one source, NaN where it is not made."""
+    if name in VARIABLES:
+        missing = [b for b in INPUT_BANDS if b not in source.bands]
+        if missing:
+            raise MusyqError(f"{name} by the SNAP network needs {', '.join(missing)}; {source.item.id} lacks them "
+                             "(Landsat and Gaofen have no red-edge bands)")
+        land = {b: np.where(source.land, source.bands[b], np.nan) for b in INPUT_BANDS}
+        result = biophysical(name, land, source.view_zenith, source.sun_zenith, source.relative_azimuth,
+                             _sigma_of(source, INPUT_BANDS))
+        quality = np.where(source.land, result.quality, QUALITY_FILL).astype(np.uint8)
+        flagged = {v: round(100 * float(np.mean(quality[source.land] & k > 0)), 2) if source.land.any() else 0.0
+                   for k, v in BIOPHYSICAL_FLAGS.items()}
+        return Made(name, result.value.astype(np.float32), None if result.sigma is None else
+                    result.sigma.astype(np.float32), quality, BIOPHYSICAL_FLAGS, DESCRIPTIONS[name],
+                    {"musyq:network": "SNAP S2 Toolbox biophysical v2.1", "musyq:flag_percent": flagged})
+    if name == "FVC":
+        ndvi = compute_index("NDVI", source.bands, _sigma_of(source, ("red", "nir")))
+        members = options.fvc_members or end_members(ndvi.value, source.land)
+        land_ndvi = np.where(source.land, ndvi.value, np.nan)
+        cover = fractional_cover(land_ndvi, members, ndvi.sigma)
+        return Made(name, cover.fvc.astype(np.float32), None if cover.sigma is None else cover.sigma.astype(np.float32),
+                    None, {}, DESCRIPTIONS[name],
+                    {"musyq:fvc_ndvi_soil": round(members.soil, 4), "musyq:fvc_ndvi_vegetation": round(members.vegetation, 4),
+                     "musyq:fvc_end_members": "given" if options.fvc_members else "tile histogram 5/95 %"})
+    if name in ALBEDO_PRODUCTS:
+        return _albedo(name, source, options)
+    index = compute_index(name, source.bands, _sigma_of(source, index_bands(name)[0]), options.constants)
+    entry = spyndex.indices[name]
+    return Made(name, index.value.astype(np.float32), None if index.sigma is None else index.sigma.astype(np.float32),
+                None, {}, str(entry.long_name), {"musyq:formula": str(entry.formula), "musyq:index_reference":
+                                                 str(entry.reference)})
+
+
+def _albedo(name: str, source: Source, options: ProductOptions) -> Made:
+    mix = coefficients_for(source.reference_sensor)
+    properties: dict[str, object] = {"musyq:albedo_coefficients": mix.source}
+    if name == "ALBEDO":
+        result = broadband(mix, source.bands, _sigma_of(source, list(mix.weights)))
+        return Made(name, result.value, result.sigma, None, {}, DESCRIPTIONS[name], properties)
+    if options.brdf is None:
+        raise MusyqError(f"{name} needs per-pixel BRDF parameters (--brdf FILE with bands described red_iso, "
+                         "red_vol, red_geo, ...)")
+    parameters = load_brdf_parameters(options.brdf, source.geobox).by_band
+    spectral = {}
+    for band in mix.weights:
+        triplet = parameters.get(band) or (parameters.get("nir08") if band == "nir" else None)
+        if triplet is None:
+            raise MusyqError(f"{options.brdf}: no {band}_iso/_vol/_geo parameters, which the {mix.name} mix needs")
+        spectral[band] = np.where(source.usable, spectral_albedo(name, *triplet, source.sun_zenith), np.nan)
+    properties["musyq:brdf_parameters"] = options.brdf.name
+    return Made(name, broadband(mix, spectral).value, None, None, {}, DESCRIPTIONS[name], properties)
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def _cog_item(out_dir: Path, source: Source, made: Made) -> Path:
+    item_id = f"{source.item.id}.{made.name}"
+    home = out_dir / source.tile / item_id
+    specs = []
+    layers: list[tuple[str, Layer, tuple[str, ...]]] = [(made.name, Layer(made.name, made.value, float("nan"), (made.name,)), ("data",))]
+    if made.sigma is not None:
+        layers.append((f"{made.name}_SIGMA", Layer(f"{made.name}_SIGMA", made.sigma, float("nan"), ("sigma",)),
+                       ("data", "uncertainty")))
+    if made.quality is not None:
+        layers.append((f"{made.name}_QUALITY", Layer(f"{made.name}_QUALITY", made.quality, QUALITY_FILL,
+                                                      ("quality",), resampling="nearest"), ("metadata", "quality")))
+    for key, layer, roles in layers:
+        path = write_cog(home / f"{source.item.id}.{key}.tif", layer, source.geobox)
+        title = made.description if key == made.name else (
+            f"One standard deviation of {made.name}" if key.endswith("SIGMA") else
+            "Quality bits: " + ", ".join(f"{k} {v}" for k, v in made.flags.items()))
+        specs.append(AssetSpec(key, path, title, roles, None, layer.descriptions, layer.nodata, 1.0,
+                               layer.data.dtype.name))
+    item = build_product_item(item_id, source.item, source.geobox, specs, {
+        "musyq:product": made.name, "musyq:source_item": source.item.id, "musyq:source_kind": source.kind,
+        "musyq:uncertainty": "propagated from the reflectance sigma" if made.sigma is not None else "none",
+        **made.properties})
+    item_path = home / f"{item_id}.json"
+    item.set_self_href(str(item_path))
+    item.make_asset_hrefs_relative()
+    partial = item_path.with_name(f".{item_path.name}.partial")
+    partial.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
+    partial.replace(item_path)
+    return item_path
+
+
+def _netcdf(out_dir: Path, source: Source, made: list[Made]) -> Path:
+    variables = []
+    for product in made:
+        variables.append(NetcdfVariable(product.name, product.value, product.description,
+                                        STANDARD_NAMES.get(product.name), product.properties))
+        if product.sigma is not None:
+            variables.append(NetcdfVariable(f"{product.name}_uncertainty", product.sigma,
+                                            f"one standard deviation of {product.name}",
+                                            f"{STANDARD_NAMES[product.name]} standard_error"
+                                            if product.name in STANDARD_NAMES else None, {}))
+        if product.quality is not None:
+            variables.append(NetcdfVariable(f"{product.name}_quality", product.quality,
+                                            f"quality bits of {product.name}", None, {}, product.flags))
+    path = out_dir / source.tile / f"{source.item.id}.nc"
+    return write_netcdf(path, source.geobox, source.start, source.end, variables, {
+        "title": f"musyq products of {source.item.id}", "source": f"musyq {__version__} from {source.item.id}",
+        "mgrs_tile": source.tile})
+
+
+def make_products(names: Sequence[str], inputs: Sequence[Path], out_dir: Path, options: ProductOptions,
+                  tile: str | None = None, start: str | None = None, end: str | None = None,
+                  progress: Progress | None = None) -> list[Path]:
+    """Every product in ``names`` for every source item in ``inputs``; finished outputs are kept unless
+    ``options.overwrite``. Returns the written (or kept) STAC item and NetCDF files."""
+    products = resolve_products(names)
+    unknown = [f for f in options.formats if f not in FORMATS]
+    if unknown or not options.formats:
+        raise MusyqError(f"unknown output format {unknown[0] if unknown else ''!r}; choose from {', '.join(FORMATS)}")
+    items = list(find_sources(inputs, tile, start, end))
+    if not items:
+        raise MusyqError(f"no ARD, composite or ARD+ item in {', '.join(map(str, inputs))}"
+                         + (f" for tile {tile}" if tile else "") + (" in the period" if start or end else ""))
+    wanted = sorted({b for name in products for b in needed_bands(name)})
+    written: list[Path] = []
+    cog_items: list[Path] = []
+    for done, item in enumerate(items, 1):
+        tile_id = str(item.properties.get("mgrs:tile", "tile"))
+        pending = [n for n in products if "cog" in options.formats and (
+            options.overwrite or not (out_dir / tile_id / f"{item.id}.{n}" / f"{item.id}.{n}.json").exists())]
+        netcdf_path = out_dir / tile_id / f"{item.id}.nc"
+        netcdf_due = "netcdf" in options.formats and (options.overwrite or not set(products) <= netcdf_variables(netcdf_path))
+        if pending or netcdf_due:
+            source = read_source(item, wanted)
+            made = {n: make_product(n, source, options) for n in (products if netcdf_due else pending)}
+            for name in pending:
+                cog_items.append(_cog_item(out_dir, source, made[name]))
+            if netcdf_due:
+                written.append(_netcdf(out_dir, source, list(made.values())))
+        for name in products:
+            if "cog" in options.formats and name not in pending:
+                cog_items.append(out_dir / tile_id / f"{item.id}.{name}" / f"{item.id}.{name}.json")
+        if "netcdf" in options.formats and not netcdf_due:
+            written.append(netcdf_path)
+        if progress:
+            progress(item.id, done, len(items))
+    if cog_items:
+        update_collection(out_dir, cog_items, PRODUCT_COLLECTION, "musyq products with per-pixel uncertainty")
+    return cog_items + written
