@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from musyq.cli import ard, bandpass, cloudmodel, composite, coregister, cube, demo, gapfill, info, lut, mask, product, reconstruct
+from musyq.cli import ard, bandpass, cloudmodel, composite, coregister, cube, demo, gapfill, info, lut, mask, product, reconstruct, validate
 
 app = typer.Typer(
     name="musyq",
@@ -23,6 +23,7 @@ app.command("composite")(composite.composite)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("gapfill")(gapfill.gapfill)
 app.command("product")(product.product)
+app.command("validate")(validate.validate)
 app.add_typer(lut.app, name="lut")
 app.add_typer(bandpass.app, name="bandpass")
 app.add_typer(cloudmodel.app, name="cloudmodel")
