@@ -84,7 +84,11 @@ def network(variable: str) -> Network:
 BLOCK = 4096  # pixels per parallel task: each task allocates its scratch once
 
 
-@njit(parallel=True, cache=True)
+# fast approximations and reordering, but NaN and infinity kept: the kernel tests for missing bands
+FAST_MATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@njit(parallel=True, cache=True, fastmath=FAST_MATH)
 def _evaluate(rho: NDArray[np.floating], spread: NDArray[np.floating], cosines: NDArray[np.float64],
               low: NDArray[np.float64], scale: NDArray[np.float64], weights1: NDArray[np.float64],
               bias1: NDArray[np.float64], weights2: NDArray[np.float64], bias2: float, span: float, out_low: float,
@@ -130,7 +134,7 @@ def _evaluate(rho: NDArray[np.floating], spread: NDArray[np.floating], cosines: 
                 total = bias1[j]
                 for k in range(11):
                     total += weights1[j, k] * x[k]
-                h = np.tanh(total)  # tansig is tanh
+                h = 1.0 - 2.0 / (1.0 + np.exp(2.0 * total))  # tansig, = tanh, at half the cost of np.tanh
                 output += weights2[j] * h
                 slope = weights2[j] * (1.0 - h * h)
                 for k in range(8):

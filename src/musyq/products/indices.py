@@ -9,6 +9,7 @@ derivative taken by the complex step ``Im f(x + i h e_k) / h``: exact to roundin
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -23,12 +24,14 @@ BAND_CODES = {"coastal": "A", "blue": "B", "green": "G", "red": "R", "rededge1":
 CODE_BANDS = {code: name for name, code in BAND_CODES.items()}
 # names users know that the catalog spells otherwise
 ALIASES = {"NDRE": "NDREI"}
-STEP = 1e-20  # the complex step: far below any rounding, so the real part is untouched
+CHUNK = 1 << 21  # values per evaluation: temporaries of 8 MB, and few calls into the catalog
+THREADS = 2
+STEP = 1e-20  # the complex step: far below any rounding (float32 too), so the real part is untouched
 
 
 class IndexValue(NamedTuple):
-    value: NDArray[np.float64]
-    sigma: NDArray[np.float64] | None  # None where no band uncertainty was given
+    value: NDArray[np.floating]
+    sigma: NDArray[np.floating] | None  # None where no band uncertainty was given
 
 
 def catalog_name(name: str) -> str:
@@ -85,22 +88,36 @@ def compute_index(name: str, bands: Mapping[str, NDArray[np.floating]],
     for code in needed_constants:
         given = (constants or {}).get(code)
         params[code] = float(given if given is not None else spyndex.constants[code].default)
-    values = {b: np.asarray(bands[b], dtype=np.float64) for b in needed}
+    if uncertainty is not None:
+        absent = [b for b in needed if b not in uncertainty]
+        if absent:
+            raise MusyqError(f"no uncertainty for {', '.join(absent)}, which {name} needs")
+    # float32 reflectance (as read from the ARD) is evaluated in float32 and complex64, at a third of the cost;
+    # float64 input in float64 and complex128
+    dtype = np.float64 if any(np.asarray(bands[b]).dtype == np.float64 for b in needed) else np.float32
+    shape = np.shape(bands[needed[0]])
+    flat = {b: np.asarray(bands[b], dtype=dtype).reshape(-1) for b in needed}
+    spread = None if uncertainty is None else {
+        b: np.broadcast_to(np.asarray(uncertainty[b], dtype=dtype), shape).reshape(-1) for b in needed}
+    value = np.empty(flat[needed[0]].size, dtype=dtype)
+    sigma = None if spread is None else np.empty_like(value)
 
-    def evaluate(shifted: str | None = None) -> NDArray[np.complex128]:
-        point = {BAND_CODES[b]: (v + 1j * STEP if b == shifted else v) for b, v in values.items()}
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result = spyndex.computeIndex(name, params=params | point)
-        return np.asarray(result)
+    def evaluate(part: slice, shifted: str | None = None) -> NDArray[np.generic]:
+        point = {BAND_CODES[b]: (v[part] + 1j * STEP if b == shifted else v[part]) for b, v in flat.items()}
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            return np.asarray(spyndex.computeIndex(name, params=params | point))
 
-    value = np.real(evaluate()).astype(np.float64)
-    if uncertainty is None:
-        return IndexValue(value, None)
-    absent = [b for b in needed if b not in uncertainty]
-    if absent:
-        raise MusyqError(f"no uncertainty for {', '.join(absent)}, which {name} needs")
-    variance = np.zeros_like(value)
-    for band in needed:
-        derivative = np.imag(evaluate(band)) / STEP
-        variance += (derivative * np.asarray(uncertainty[band], dtype=np.float64)) ** 2
-    return IndexValue(value, np.sqrt(variance))
+    def chunk(start: int) -> None:
+        part = slice(start, start + CHUNK)
+        value[part] = np.real(evaluate(part))
+        if spread is None or sigma is None:
+            return
+        variance = np.zeros(value[part].shape, dtype=dtype)
+        for band in needed:
+            variance += (np.imag(evaluate(part, band)) / dtype(STEP) * spread[band][part]) ** 2
+        sigma[part] = np.sqrt(variance)
+
+    # cache-sized chunks on two threads (numpy releases the GIL in its loops)
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        list(pool.map(chunk, range(0, value.size, CHUNK)))
+    return IndexValue(value.reshape(shape), None if sigma is None else sigma.reshape(shape))
