@@ -94,16 +94,17 @@ def compute_index(name: str, bands: Mapping[str, NDArray[np.floating]],
             raise MusyqError(f"no uncertainty for {', '.join(absent)}, which {name} needs")
     # float32 reflectance (as read from the ARD) is evaluated in float32 and complex64, at a third of the cost;
     # float64 input in float64 and complex128
-    dtype = np.float64 if any(np.asarray(bands[b]).dtype == np.float64 for b in needed) else np.float32
+    dtype: type[np.floating] = np.float64 if any(np.asarray(bands[b]).dtype == np.float64 for b in needed) \
+        else np.float32
     shape = np.shape(bands[needed[0]])
-    flat = {b: np.asarray(bands[b], dtype=dtype).reshape(-1) for b in needed}
+    flat: dict[str, NDArray[np.floating]] = {b: np.asarray(bands[b], dtype=dtype).reshape(-1) for b in needed}
     spread = None if uncertainty is None else {
         b: np.broadcast_to(np.asarray(uncertainty[b], dtype=dtype), shape).reshape(-1) for b in needed}
-    value = np.empty(flat[needed[0]].size, dtype=dtype)
+    value: NDArray[np.floating] = np.empty(flat[needed[0]].size, dtype=dtype)
     sigma = None if spread is None else np.empty_like(value)
 
     def evaluate(part: slice, shifted: str | None = None) -> NDArray[np.generic]:
-        point = {BAND_CODES[b]: (v[part] + 1j * STEP if b == shifted else v[part]) for b, v in flat.items()}
+        point = {BAND_CODES[b]: (np.add(v[part], 1j * STEP) if b == shifted else v[part]) for b, v in flat.items()}
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             return np.asarray(spyndex.computeIndex(name, params=params | point))
 
