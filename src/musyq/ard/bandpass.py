@@ -291,3 +291,69 @@ def adjust(reflectance: NDArray[np.float32], bands: tuple[Band, ...], fits: list
                 sigma[water_pixels] = np.hypot(original_sigma * np.float32(wet.slope), np.float32(wet.rmse_holdout))
         adjusted.append(band.id)
     return adjusted
+
+
+# Band synthesis: a band the source sensor lacks (red edge on Landsat, SWIR on Gaofen), as the least-squares mix
+# of all the source's bands over the same land library. The held-out RMSE travels with it as its uncertainty.
+SYNTHESIS = "synthesis.json"
+SYNTHESIS_TARGETS = ("S2A_MSI",)  # the biophysical networks' bands
+
+
+@dataclass(frozen=True)
+class BandSynthesis:
+    target_band: str
+    target_name: str  # common name of the synthesized band
+    weights: dict[str, float]  # source common name -> weight
+    offset: float
+    rmse_holdout: float
+    count: int
+
+
+def fit_synthesis(source: Sensor, target: Sensor, wavelength_nm: Array, spectra: Array,
+                  seed: int = 2) -> list[BandSynthesis]:
+    """A linear mix of every reflective band of ``source`` for each band of ``target`` it has no partner for."""
+    inputs = [b for b in source.reflective_bands if b.common_name not in EXCLUDED]
+    paired = {partner.id for _, partner in pair_bands(source, target)}
+    missing = [b for b in target.reflective_bands if b.common_name not in EXCLUDED and b.id not in paired]
+    if not inputs or not missing:
+        return []
+    x = simulate(source, inputs, wavelength_nm, spectra)
+    y = simulate(target, missing, wavelength_nm, spectra)
+    held_out = np.random.default_rng(seed).random(len(spectra)) < HOLDOUT_SHARE
+    design = np.column_stack([x, np.ones(len(x))])
+    found = []
+    for k, band in enumerate(missing):
+        solution, *_ = np.linalg.lstsq(design[~held_out], y[~held_out, k], rcond=None)
+        residual = y[held_out, k] - design[held_out] @ solution
+        found.append(BandSynthesis(band.id, band.common_name,
+                                   {b.common_name: round(float(w), 6) for b, w in zip(inputs, solution[:-1], strict=True)},
+                                   round(float(solution[-1]), 6), round(float(np.sqrt(np.mean(residual**2))), 6),
+                                   int((~held_out).sum())))
+    return found
+
+
+def build_synthesis(count: int = 3000, seed: int = 1) -> dict[str, object]:
+    """Synthesis mixes from every sensor to the ``SYNTHESIS_TARGETS``."""
+    wavelength_nm, library = generate_library(count, seed)
+    table: dict[str, dict[str, list[dict[str, object]]]] = {}
+    for source_id in available_sensors():
+        for target_id in SYNTHESIS_TARGETS:
+            if get_sensor(source_id).family == get_sensor(target_id).family:
+                continue
+            mixes = fit_synthesis(get_sensor(source_id), get_sensor(target_id), wavelength_nm, library["land"])
+            if mixes:
+                table.setdefault(source_id, {})[target_id] = [asdict(m) for m in mixes]
+    return {"library": {"spectra": count, "seed": seed, "holdout_share": HOLDOUT_SHARE, "surface": "land"},
+            "pairs": table}
+
+
+def synthesis_path() -> Path:
+    return Path(str(resources.files("musyq").joinpath("data", "bandpass", SYNTHESIS)))
+
+
+@cache
+def synthesis(source_id: str, target_id: str) -> list[BandSynthesis]:
+    """The shipped synthesis mixes from ``source_id`` to ``target_id`` (empty where none were fitted)."""
+    path = synthesis_path()
+    pairs = json.loads(path.read_text())["pairs"] if path.exists() else {}
+    return [BandSynthesis(**entry) for entry in pairs.get(source_id, {}).get(target_id, [])]

@@ -21,11 +21,15 @@ def build(
     seed: int = typer.Option(1, "--seed", help="Random seed of the library."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Table to write; default: the package's own."),
 ) -> None:
-    """Generate the spectral library (PROSAIL canopies and soils; waters) and fit every pair of sensors."""
+    """Generate the spectral library (PROSAIL canopies and soils; waters) and fit every pair of sensors, and the
+    mixes that synthesize the Sentinel-2 bands other sensors lack (for the biophysical networks)."""
     with user_errors():
         table = bandpass.build_table(count, seed)
         path = bandpass.save_table(table, out or bandpass.table_path())
+        mixes = bandpass.build_synthesis(count, seed)
+        mixes_path = bandpass.save_table(mixes, out.with_name(bandpass.SYNTHESIS) if out else bandpass.synthesis_path())
     Console().print(f"{path}: coefficients for {len(table['pairs'])} source sensors")  # type: ignore[arg-type]
+    Console().print(f"{mixes_path}: band synthesis for {len(mixes['pairs'])} source sensors")  # type: ignore[arg-type]
 
 
 @app.command("endmembers")

@@ -13,7 +13,10 @@ import spyndex
 from numpy.typing import NDArray
 
 from musyq import __version__
+from musyq.ard.bandpass import SYNTHESIS_TARGETS, synthesis
 from musyq.ard.brdf import load_brdf_parameters
+from musyq.core.sensors import resolve_sensor_id
+from musyq.io.catalog import item_sensor
 from musyq.core.errors import MusyqError
 from musyq.io.netcdf import NetcdfVariable, netcdf_variables, write_netcdf
 from musyq.io.output import Layer, write_cog
@@ -26,6 +29,7 @@ from musyq.products.indices import catalog_name, compute_index, index_bands
 from musyq.products.source import Source, find_sources, read_source
 
 PRODUCT_COLLECTION = "musyq-products"
+HARMONIZED_NAME = {"nir08": "nir"}  # sensor common names -> the harmonized names of the reflectance
 FORMATS = ("cog", "netcdf")
 QUALITY_FILL = 255
 BIOPHYSICAL_FLAGS = {INPUT_OUT_OF_DOMAIN: "input_out_of_definition_domain", OUTPUT_BELOW: "output_below_valid_range",
@@ -83,7 +87,7 @@ def resolve_products(names: Sequence[str]) -> list[str]:
 
 def needed_bands(name: str) -> list[str]:
     if name in VARIABLES:
-        return list(INPUT_BANDS)
+        return ["coastal", "blue", *INPUT_BANDS]  # the blue bands only where the missing ones are synthesized
     if name == "FVC":
         return ["red", "nir"]
     if name in ALBEDO_PRODUCTS:
@@ -97,22 +101,55 @@ def _sigma_of(source: Source, bands: Sequence[str]) -> dict[str, NDArray[np.floa
     return {b: source.sigma[b] for b in bands}
 
 
+def network_inputs(source: Source) -> tuple[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32]] | None,
+                                             dict[str, str]]:
+    """The networks' Sentinel-2 bands: the source's own, and those it lacks (red edge on Landsat, SWIR on
+    Gaofen) synthesized by the shipped mixes of its bands, the mix's held-out RMSE joining the sigma."""
+    bands, sigma = dict(source.bands), None if source.sigma is None else dict(source.sigma)
+    missing = [b for b in INPUT_BANDS if b not in bands]
+    synthesized: dict[str, str] = {}
+    if not missing:
+        return bands, sigma, synthesized
+    # the sensor the bands were adjusted to first, then the item's own (its mixes take the adjusted bands)
+    for sensor in dict.fromkeys((source.reference_sensor, item_sensor(source.item))):
+        try:
+            mixes = synthesis(resolve_sensor_id(sensor), SYNTHESIS_TARGETS[0])
+        except MusyqError:
+            continue
+        for mix in mixes:
+            target = "nir" if mix.target_name == "nir08" else mix.target_name
+            inputs = {HARMONIZED_NAME.get(n, n): w for n, w in mix.weights.items()}
+            if target not in missing or not all(n in bands for n in inputs):
+                continue
+            bands[target] = np.asarray(np.float32(mix.offset) + sum(np.float32(w) * bands[n] for n, w in inputs.items()),
+                                       dtype=np.float32)
+            if sigma is not None and all(n in sigma for n in inputs):
+                variance = sum((np.float32(w) * sigma[n]) ** 2 for n, w in inputs.items())
+                sigma[target] = np.sqrt(variance + np.float32(mix.rmse_holdout) ** 2).astype(np.float32)
+            synthesized[target] = f"from {sensor} bands (held-out RMSE {mix.rmse_holdout:.4f})"
+            missing.remove(target)
+    if missing:
+        raise MusyqError(f"the SNAP network needs {', '.join(missing)}; {source.item.id} lacks them and no "
+                         "synthesis from its bands covers them")
+    if sigma is not None and not all(b in sigma for b in INPUT_BANDS):
+        sigma = None
+    return bands, sigma, synthesized
+
+
 def make_product(name: str, source: Source, options: ProductOptions) -> Made:
     """One product of one source, NaN where it is not made."""
     if name in VARIABLES:
-        missing = [b for b in INPUT_BANDS if b not in source.bands]
-        if missing:
-            raise MusyqError(f"{name} by the SNAP network needs {', '.join(missing)}; {source.item.id} lacks them "
-                             "(Landsat and Gaofen have no red-edge bands)")
-        land = {b: np.where(source.land, source.bands[b], np.nan) for b in INPUT_BANDS}
+        bands, sigma, synthesized = network_inputs(source)
+        land = {b: np.where(source.land, bands[b], np.nan) for b in INPUT_BANDS}
         result = biophysical(name, land, source.view_zenith, source.sun_zenith, source.relative_azimuth,
-                             _sigma_of(source, INPUT_BANDS))
+                             None if sigma is None else {b: sigma[b] for b in INPUT_BANDS})
         quality = np.where(source.land, result.quality, QUALITY_FILL).astype(np.uint8)
         flagged = {v: round(100 * float(np.mean(quality[source.land] & k > 0)), 2) if source.land.any() else 0.0
                    for k, v in BIOPHYSICAL_FLAGS.items()}
         return Made(name, result.value.astype(np.float32), None if result.sigma is None else
                     result.sigma.astype(np.float32), quality, BIOPHYSICAL_FLAGS, DESCRIPTIONS[name],
-                    {"musyq:network": "SNAP S2 Toolbox biophysical v2.1", "musyq:flag_percent": flagged})
+                    {"musyq:network": "SNAP S2 Toolbox biophysical v2.1", "musyq:flag_percent": flagged,
+                     "musyq:synthesized_bands": synthesized})
     if name == "FVC":
         ndvi = compute_index("NDVI", source.bands, _sigma_of(source, ("red", "nir")))
         members = options.fvc_members or end_members(ndvi.value, source.land)
