@@ -33,9 +33,10 @@ def _acquired(folder: Path) -> datetime:
 
 
 def write_catalog(out: Path, first: str = "2008-01-01", last: str = "2013-12-31",
-                  lost: tuple[str, str] | None = None) -> tuple[Path, str]:
+                  lost: tuple[str, str] | None = None, srunc: bool = False) -> tuple[Path, str]:
     """Write one ARD item per date of the series into ``out`` (none of the ``lost`` days, first and last
-    included); returns the folder and the MGRS tile."""
+    included); returns the folder and the MGRS tile. With ``srunc`` the items carry an SR uncertainty layer of
+    5 % of the reflectance plus 0.003 (a calibration-like term and a floor)."""
     items = []
     tile = ""
     for folder in scene_dates(first, last):
@@ -65,6 +66,9 @@ def write_catalog(out: Path, first: str = "2008-01-01", last: str = "2013-12-31"
         layers = [
             (Layer("SR", sr, 0, ("red", "nir", "swir16"), 1e-4), "Surface reflectance", ("data", "reflectance"),
              tuple(sensor.band(b) for b in ("B3", "B4", "B5")), "1"),
+            *([(Layer("SRUNC", np.where(fill, 0, np.rint(0.05 * sr + 30)).astype(np.uint16), 0,
+                      ("red", "nir", "swir16"), 1e-4), "Surface reflectance uncertainty", ("data", "uncertainty"),
+                tuple(sensor.band(b) for b in ("B3", "B4", "B5")), "1")] if srunc else []),
             (Layer("ANG", angles, ANGLE_NODATA, ("solar_azimuth", "solar_zenith", "view_azimuth", "view_zenith"),
                    1 / ANGLE_SCALE), "Sun and view angles", ("metadata",), None, "degree"),
             (Layer("MASK", np.stack([quality, processing]), FILL, ("quality", "processing")), "Pixel quality",

@@ -233,3 +233,32 @@ def test_a_killed_reconstruction_resumes_at_the_next_block(landsat_catalog: tupl
             with rasterio.open(a.parent / name) as x, rasterio.open(b.parent / name) as y:
                 np.testing.assert_array_equal(x.read(), y.read())
     shutil.rmtree(tmp_path / "b")
+
+
+def test_reconstruction_sigma_joins_the_sr_uncertainty(tmp_path: Path) -> None:
+    """Items with an SRUNC layer (5 % + 0.003): each month's ARD+ sigma is the reconstruction's own joined in
+    quadrature by the mean SR variance of the month's clear observations (all the pixel's where it has none)."""
+    folder, tile = write_catalog(tmp_path / "ard", "2009-01-01", "2009-12-31", srunc=True)
+    options = ReconstructOptions(minimum=0.0)
+    joined = reconstruct_tile(open_cube(folder, tile, "2009-01-01", "2009-12-31", bands=("red", "nir"),
+                                        with_sigma=True), date(2009, 1, 1), date(2009, 12, 31), tmp_path / "a", options)
+    alone = reconstruct_tile(open_cube(folder, tile, "2009-01-01", "2009-12-31", bands=("red", "nir")),
+                             date(2009, 1, 1), date(2009, 12, 31), tmp_path / "b", options)
+    cube = open_cube(folder, tile, "2009-07-01", "2009-07-31", bands=("red", "nir"), with_sigma=True).load()
+    clear = np.isin(cube.quality.values, (1, 2))
+    july = next(i for i, p in enumerate(joined) if ".20090701-" in p.name)
+
+    def sigma(path: Path) -> np.ndarray:
+        with rasterio.open(path.with_name(path.name.replace(".json", ".SIGMA.tif"))) as src:
+            return src.read().astype(float) / 10_000
+
+    with_sr, without = sigma(joined[july]), sigma(alone[july])
+    for k, band in enumerate(("red", "nir")):
+        stored = cube[f"{band}_sigma"].values
+        np.testing.assert_allclose(stored[clear], 0.05 * cube[band].values[clear] + 0.003, atol=6e-5)
+        with np.errstate(all="ignore"):
+            level = np.nanmean(np.where(clear, stored**2, np.nan), axis=0)
+        seen = np.isfinite(level) & (without[k] > 0)
+        assert seen.sum() > 1000
+        np.testing.assert_allclose(with_sr[k][seen], np.sqrt(without[k][seen] ** 2 + level[seen]), atol=1.5e-4)
+    assert (with_sr >= without - 1e-4).all()

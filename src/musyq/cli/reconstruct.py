@@ -35,7 +35,7 @@ def reconstruct(
     with user_errors():
         start, end = iso_date(first, "--from"), iso_date(last, "--to")
         options = ReconstructOptions(lam=lam, max_gap=max_gap, window=window, minimum=0.0)
-        data = open_cube(catalog, tile, start, end, sensor or None, band_list(bands), resolution)
+        data = open_cube(catalog, tile, start, end, sensor or None, band_list(bands), resolution, with_sigma=True)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("reconstructing", total=None)
             items = reconstruct_tile(data, start, end, out, options, overwrite,

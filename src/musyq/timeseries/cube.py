@@ -65,14 +65,18 @@ def tile_geobox(item: pystac.Item, resolution: float | None) -> GeoBox:
     return GeoBox(shape, Affine(size, 0.0, transform[2], 0.0, -size, transform[5]), crs)
 
 
-def _load_sensor(items: list[pystac.Item], bands: Sequence[str], geobox: GeoBox, chunk: int) -> xr.Dataset:
+def _load_sensor(items: list[pystac.Item], bands: Sequence[str], geobox: GeoBox, chunk: int,
+                 with_sigma: bool) -> xr.Dataset:
     indices = band_indices(items[0])
     missing = [b for b in bands if b not in indices]
     assets = {b: f"SR.{indices[b]}" for b in bands if b in indices}
     for item in items[1:]:
         if band_indices(item) != indices:
             raise MusyqError(f"items of {item_sensor(item)} disagree on their band order ({item.id})")
-    layers = list(assets.values()) + ["MASK.1", "MASK.2", "ANG.2", "ANG.4"]
+    # the SR uncertainty where every item of the sensor carries it (the same band order as SR)
+    sigma_assets = {b: f"SRUNC.{k}" for b, k in band_indices(items[0], "SRUNC").items() if b in assets} \
+        if with_sigma and all("SRUNC" in item.assets for item in items) else {}
+    layers = list(assets.values()) + list(sigma_assets.values()) + ["MASK.1", "MASK.2", "ANG.2", "ANG.4"]
     raw = odc.stac.load(items, bands=layers, geobox=geobox, groupby="solar_day", chunks={"x": chunk, "y": chunk},
                         resampling="nearest", fail_on_error=True)
     out = xr.Dataset(coords={"time": raw.time})
@@ -83,6 +87,14 @@ def _load_sensor(items: list[pystac.Item], bands: Sequence[str], geobox: GeoBox,
             values = raw[assets[name]]
             out[name] = (values.astype(np.float32) / REFLECTANCE_SCALE).where(values != 0)
         out[name].attrs = {"units": "1", "long_name": f"surface reflectance, {name}"}
+        if with_sigma:
+            sigma_name = f"{name}_sigma"
+            if name in sigma_assets:
+                stored = raw[sigma_assets[name]]
+                out[sigma_name] = (stored.astype(np.float32) / REFLECTANCE_SCALE).where(stored != 0)
+            else:
+                out[sigma_name] = xr.full_like(raw["MASK.1"], np.nan, dtype=np.float32)
+            out[sigma_name].attrs = {"units": "1", "long_name": f"one sigma of the surface reflectance, {name}"}
     out["quality"] = raw["MASK.1"].astype(np.uint8)
     out["quality"].attrs = {"flag_values": "0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud"}
     out["processing"] = raw["MASK.2"].astype(np.uint8)
@@ -97,13 +109,14 @@ def _load_sensor(items: list[pystac.Item], bands: Sequence[str], geobox: GeoBox,
 def open_cube(
     catalogs: Sequence[Path | str] | Path | str, tile: str, start: date | datetime | str, end: date | datetime | str,
     sensors: Sequence[str] | None = None, bands: Sequence[str] = DEFAULT_BANDS, resolution: float | None = None,
-    chunk: int = SPATIAL_CHUNK,
+    chunk: int = SPATIAL_CHUNK, with_sigma: bool = False,
 ) -> xr.Dataset:
     """Every ARD item of ``tile`` from ``start`` to ``end`` as one lazy Dataset ``(time, y, x)``.
 
     Each requested band (harmonized names: blue, green, red, nir, swir16, swir22, coastal, rededge1-3) is a
     float reflectance variable, NaN for fill; ``quality`` holds the mask codes, ``processing`` the stages' flags,
-    ``sun_zenith`` and ``view_zenith`` the angles, and the ``sensor`` coordinate who saw each date. Same-day
+    ``sun_zenith`` and ``view_zenith`` the angles, and the ``sensor`` coordinate who saw each date. With
+    ``with_sigma`` each band also has ``<band>_sigma``, the items' SR uncertainty (NaN where an item has none). Same-day
     items of one sensor are merged; different sensors keep their own times.
     """
     unknown = [b for b in bands if b not in HARMONIZED]
@@ -117,7 +130,7 @@ def open_cube(
     by_sensor: dict[str, list[pystac.Item]] = {}
     for item in items:
         by_sensor.setdefault(item_sensor(item), []).append(item)
-    parts = [_load_sensor(group, bands, geobox, chunk) for _, group in sorted(by_sensor.items())]
+    parts = [_load_sensor(group, bands, geobox, chunk, with_sigma) for _, group in sorted(by_sensor.items())]
     cube = xr.concat(parts, dim="time", coords="minimal", compat="override", join="override").sortby("time")
     available = set().union(*(band_indices(group[0]) for group in by_sensor.values()))
     cube.attrs = {"mgrs_tile": tile, "resolution_m": float(abs(geobox.resolution.x)), "crs": str(geobox.crs),

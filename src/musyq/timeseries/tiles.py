@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import asdict
@@ -209,8 +210,9 @@ def reconstruct_tile(
             raise MusyqError("the reference has no NDVI and no red and NIR to make it from")
     work = out_dir / ".work" / f"ARDP.{tile}.{start:%Y%m%d}-{end:%Y%m%d}.zarr"
     # blocks finished under other settings are not resumed
-    settings = json.dumps({"options": asdict(options), "reference": sorted(str(p) for p in reference or [])},
-                          sort_keys=True)
+    with_sr_sigma = f"{present[0]}_sigma" in cube
+    settings = json.dumps({"options": asdict(options), "reference": sorted(str(p) for p in reference or []),
+                           "sr_sigma": with_sr_sigma}, sort_keys=True)
     if overwrite or (work.exists() and zarr.open_group(str(work), mode="r").attrs.get("settings") != settings):
         shutil.rmtree(work, ignore_errors=True)
     root = zarr.open_group(str(work), mode="a", zarr_format=2)
@@ -248,8 +250,12 @@ def reconstruct_tile(
             result = reconstruct(merged_days, merged, weight, mid, guide=merged_guide[0], options=options,
                                  windows=windows, reference=guidance)
             inner = slice(top - lo, top - lo + bottom - top)
+            sigma = result.sigma[:, :, inner]
+            if with_sr_sigma:
+                observed = np.stack([strip[f"{b}_sigma"].values[:, inner] for b in present])
+                sigma = _with_observation_sigma(sigma, observed, clear[:, inner] > 0, days, windows)
             stored["values"][:, :, top:bottom] = result.values[:, :, inner]
-            stored["sigma"][:, :, top:bottom] = result.sigma[:, :, inner]
+            stored["sigma"][:, :, top:bottom] = sigma
             stored["flag"][:, top:bottom] = result.flag[:, inner]
             done.add(top)
             root.attrs["done"] = sorted(done)
@@ -269,7 +275,9 @@ def reconstruct_tile(
              "Reconstructed surface reflectance at mid-month", ("data", "reflectance"), _eo_bands(tuple(present)),
              "1"),
             (Layer("SIGMA", encode_reflectance(sigma), 0, tuple(present), 1 / REFLECTANCE_SCALE),
-             "One standard deviation of the reconstructed reflectance", ("data", "uncertainty"),
+             "One standard deviation of the reconstructed reflectance" + (", joined by the SR uncertainty of its "
+                                                                         "observations" if with_sr_sigma else ""),
+             ("data", "uncertainty"),
              _eo_bands(tuple(present)), "1"),
             (Layer("FLAG", flag, 255, ("reconstruction",), resampling="nearest"), f"How each pixel was made: {legend}",
              ("metadata", "quality"), None, None),
@@ -285,6 +293,24 @@ def reconstruct_tile(
     if not any(work.parent.iterdir()):
         work.parent.rmdir()
     return written
+
+
+def _with_observation_sigma(sigma: np.ndarray, observed: np.ndarray, clear: np.ndarray, days: np.ndarray,
+                            windows: np.ndarray) -> np.ndarray:
+    """The reconstruction's sigma (bands, months, rows, cols) joined in quadrature by the SR uncertainty of the
+    observations it rests on: the mean variance of the month's clear observations, or of all the pixel's
+    where the month has none (a filled month inherits the level of its inputs). No SR uncertainty, no change."""
+    variance = np.where(clear[None], observed.astype(np.float32) ** 2, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: pixels or months without observations
+        overall = np.nanmean(variance, axis=1)
+        joined = np.empty_like(sigma)
+        for month, (first, last) in enumerate(windows):
+            inside = (days >= first) & (days < last)
+            level = np.nanmean(variance[:, inside], axis=1) if inside.any() else overall
+            level = np.where(np.isfinite(level), level, overall)
+            joined[:, month] = np.where(np.isfinite(level), np.sqrt(sigma[:, month] ** 2 + level), sigma[:, month])
+    return joined
 
 
 def _merged(days: np.ndarray, data: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
