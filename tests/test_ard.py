@@ -150,6 +150,10 @@ def test_demo_with_a_relative_output_folder(tmp_path: Path, monkeypatch: pytest.
     collection = pystac.Collection.from_file(str(out / "collection.json"))
     linked = list(collection.get_items())
     assert len(linked) == len(items) >= 10
+    # and the products of every item, LAI through synthesized red edge on Landsat
+    made = pystac.Collection.from_file(str(out / "products" / "collection.json"))
+    assert len(list(made.get_items())) == 5 * len(items)
+    assert len(list((out / "products").glob("*/*.nc"))) == len(items)
     for item in linked:
         for asset in item.assets.values():
             assert Path(asset.get_absolute_href()).is_file(), asset.href

@@ -8,6 +8,7 @@ import pytest
 import rasterio
 
 from musyq.ard.atmcor import (
+    RADIATIVE_TRANSFER_ERROR,
     Atmosphere,
     _cubic_weights,
     coefficients,
@@ -284,7 +285,7 @@ def test_sr_uncertainty_covers_the_differences_to_icor_and_smac() -> None:
 def test_calibration_term_matches_monte_carlo_on_the_real_crop() -> None:
     """Perturb the real crop's TOA by the MSI calibration sigma (5 %, one draw per pixel and trial): the spread
     of the retrieved SR matches the analytic calibration term (AOD given, so only calibration and the small
-    interpolation term remain) within 5 %."""
+    interpolation and radiative-transfer terms remain) within 5 %."""
     bands, toa, angles, valid = _crop_toa()
     table = load_table("S2A_MSI")
     options = AtmosphereOptions(aot550=0.14, water_vapour=1.0, ozone=0.33)
@@ -296,7 +297,8 @@ def test_calibration_term_matches_monte_carlo_on_the_real_crop() -> None:
         trials.append(correct_tile(table, bands, noisy, angles, valid, 10.0, options).reflectance)
     spread = np.std(np.stack(trials), axis=0)
     interpolation = interpolation_rms("S2A_MSI")
-    analytic = np.sqrt(np.maximum(base.uncertainty**2 - interpolation**2, 0))
+    model = RADIATIVE_TRANSFER_ERROR * base.reflectance
+    analytic = np.sqrt(np.maximum(base.uncertainty**2 - interpolation**2 - model**2, 0))
     for band in ("B02", "B04", "B08", "B11"):
         k = base.bands.index(get_sensor("S2A_MSI").band(band))
         ratio = np.nanmedian(spread[k][valid] / analytic[k][valid])

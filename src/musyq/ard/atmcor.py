@@ -289,11 +289,15 @@ def correct_band(
                    np.ascontiguousarray(coef.albedo), row_nodes, col_nodes, out)
 
 
+# radiative-transfer codes agree to about 1 % (CEOS ARD): the part of the SR error no table or AOD explains
+RADIATIVE_TRANSFER_ERROR = 0.01
+
+
 @numba.njit(parallel=True, cache=True)
 def _sigma_on_grid(
     toa: NDArray[np.float32], gain: Array, offset: Array, albedo: Array, shifted_gain: Array, shifted_offset: Array,
     shifted_albedo: Array, aot_ratio: Array, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp],
-    calibration: float, interpolation: float, out: NDArray[np.float32],
+    calibration: float, interpolation: float, model: float, out: NDArray[np.float32],
 ) -> None:  # pragma: no cover - compiled
     height, width = toa.shape
     last_row, last_col = row_nodes.size - 1, col_nodes.size - 1
@@ -316,21 +320,23 @@ def _sigma_on_grid(
             g2 = _sample(shifted_gain, r0, r1, c0, c1, ur, uc)
             y2 = g2 * value - _sample(shifted_offset, r0, r1, c0, c1, ur, uc)
             shifted = y2 / (1.0 + _sample(shifted_albedo, r0, r1, c0, c1, ur, uc) * y2)
-            from_aerosol = (shifted - y / denominator) * _sample(aot_ratio, r0, r1, c0, c1, ur, uc)
-            out[r, c] = np.sqrt(from_calibration**2 + from_aerosol**2 + interpolation**2)
+            surface = y / denominator
+            from_aerosol = (shifted - surface) * _sample(aot_ratio, r0, r1, c0, c1, ur, uc)
+            out[r, c] = np.sqrt(from_calibration**2 + from_aerosol**2 + interpolation**2 + (model * surface) ** 2)
 
 
 def band_uncertainty(
     toa: NDArray[np.float32], coef: Coefficients, shifted: Coefficients, aot_ratio: Array,
     row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp], calibration: float, interpolation: float,
-    out: NDArray[np.float32],
+    out: NDArray[np.float32], model: float = RADIATIVE_TRANSFER_ERROR,
 ) -> None:
     """One sigma of a band's surface reflectance: the TOA calibration (relative ``calibration``) through the
     inversion's slope, the AOD's sigma as the secant to coefficients at a shifted AOD (``shifted``, scaled by
-    ``aot_ratio`` = sigma / shift on the nodes), and the tables' ``interpolation`` error, in quadrature."""
+    ``aot_ratio`` = sigma / shift on the nodes), the tables' ``interpolation`` error and the radiative-transfer
+    ``model`` error (relative), in quadrature."""
     def grid(values: Array) -> Array:
         return np.ascontiguousarray(values, dtype=np.float64)
 
     _sigma_on_grid(toa, grid(coef.gain), grid(coef.offset), grid(coef.albedo), grid(shifted.gain),
                    grid(shifted.offset), grid(shifted.albedo), grid(aot_ratio), row_nodes, col_nodes,
-                   float(calibration), float(interpolation), out)
+                   float(calibration), float(interpolation), float(model), out)

@@ -1,4 +1,4 @@
-"""``musyq demo``: the ARD pipeline on the sample products shipped with musyq."""
+"""``musyq demo``: the ARD pipeline on the sample products shipped with musyq, then products from it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from musyq.cli.options import console, user_errors
 from musyq.ard.pipeline import ArdOptions
 from musyq.io.readers import StackOptions
 from musyq.io.report import write_report
+from musyq.products.make import ProductOptions, make_products
 
+DEMO_PRODUCTS = ("NDVI", "FVC", "LAI", "FAPAR", "ALBEDO")
 # The Sentinel-2 crop has no metadata; its time is the usual overpass, 10:30 local solar time (15:35 UTC).
 CROP_TIME = datetime(2016, 1, 12, 15, 35)
 
@@ -22,7 +24,8 @@ def demo(
     out: Path = typer.Option(Path("musyq-demo"), "--out", "-o", help="Output folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo tiles that are already finished."),
 ) -> None:
-    """Run `musyq ard` on the bundled Sentinel-2 and Landsat samples and write an HTML report."""
+    """Run `musyq ard` on the bundled Sentinel-2 and Landsat samples, write an HTML report, and make NDVI, FVC,
+    LAI, FAPAR and albedo with their uncertainty (COG + STAC and NetCDF) in OUT/products."""
     samples = Path(str(resources.files("musyq").joinpath("data", "samples")))
     runs = [
         ([samples / "S2A_MSIL1C_20170729_T19UDP_900m"], ArdOptions(resolution=900, overwrite=overwrite), None),
@@ -35,8 +38,11 @@ def demo(
     with user_errors():
         for inputs, options, stack in runs:
             results += produce(inputs, out, options, stack)
-    items = sorted({r.item_path for r in results if r.item_path.exists()})
-    report = write_report(out, items)
+        items = sorted({r.item_path for r in results if r.item_path.exists()})
+        report = write_report(out, items)
+        products = make_products(DEMO_PRODUCTS, [out], out / "products",
+                                 ProductOptions(formats=("cog", "netcdf"), overwrite=overwrite))
     console.print(f"[bold green]demo done:[/] {len(items)} tile(s) in {out.resolve()}")
     console.print(f"report:     {report.resolve()}")
     console.print(f"catalogue:  {(out / 'collection.json').resolve()}")
+    console.print(f"products:   {len(products)} file(s), {(out / 'products' / 'collection.json').resolve()}")

@@ -4,6 +4,7 @@ product with its sigma and flags, and write COG + STAC per product and/or one CF
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from musyq.io.stac import AssetSpec, build_product_item, update_collection
 from musyq.products.albedo import ALBEDO_PRODUCTS, broadband, coefficients_for, spectral_albedo
 from musyq.products.biophysical import INPUT_BANDS, INPUT_OUT_OF_DOMAIN, OUTPUT_ABOVE, OUTPUT_BELOW, VARIABLES, \
     biophysical
-from musyq.products.fvc import EndMembers, end_members, fractional_cover
+from musyq.products.fvc import MIN_PIXELS, EndMembers, end_members, fractional_cover
 from musyq.products.indices import catalog_name, compute_index, index_bands
 from musyq.products.source import Source, find_sources, read_source
 
@@ -152,6 +153,13 @@ def make_product(name: str, source: Source, options: ProductOptions) -> Made:
                      "musyq:synthesized_bands": synthesized})
     if name == "FVC":
         ndvi = compute_index("NDVI", source.bands, _sigma_of(source, ("red", "nir")))
+        if options.fvc_members is None and int(source.land.sum()) < MIN_PIXELS:
+            # a tile the scene barely touches: nothing to learn end-members from, so no cover is made
+            warnings.warn(f"{source.item.id}: {int(source.land.sum())} clear land pixels are too few for FVC "
+                          "end-members (give --fvc-soil and --fvc-vegetation); FVC left empty", stacklevel=2)
+            empty = np.full(source.geobox.shape.yx, np.nan, dtype=np.float32)
+            return Made(name, empty, empty.copy(), None, {}, DESCRIPTIONS[name],
+                        {"musyq:fvc_end_members": "none: too few clear land pixels"})
         members = options.fvc_members or end_members(ndvi.value, source.land)
         land_ndvi = np.where(source.land, ndvi.value, np.nan)
         cover = fractional_cover(land_ndvi, members, ndvi.sigma)
