@@ -262,3 +262,36 @@ def test_reconstruction_sigma_joins_the_sr_uncertainty(tmp_path: Path) -> None:
         assert seen.sum() > 1000
         np.testing.assert_allclose(with_sr[k][seen], np.sqrt(without[k][seen] ** 2 + level[seen]), atol=1.5e-4)
     assert (with_sr >= without - 1e-4).all()
+
+
+def test_composites_carry_the_sr_uncertainty(tmp_path: Path) -> None:
+    """A selecting composite (BAP) takes the chosen observation's SRUNC with its reflectance; the median's sigma
+    is that of a median of the period's observations, sqrt(pi/2 * mean variance / n)."""
+    folder, tile = write_catalog(tmp_path / "ard", "2009-06-01", "2009-08-31", srunc=True)
+    out = tmp_path / "composites"
+    for method in ("bap", "median"):
+        invoke("composite", "--catalog", str(folder), "--tile", tile, "--from", "2009-06-01", "--to", "2009-08-31",
+               "--period", "season", "--method", method, "--bands", "red,nir", "--out", str(out))
+    [bap_item] = sorted(out.glob(f"{tile}/BAP.*/*.json"))
+    [median_item] = sorted(out.glob(f"{tile}/MEDIAN.*/*.json"))
+
+    def layer(item: Path, key: str) -> np.ndarray:
+        with rasterio.open(item.with_name(item.name.replace(".json", f".{key}.tif"))) as src:
+            values = src.read().astype(float)
+        return np.where(values > 0, values / 10_000, np.nan)
+
+    sr, sigma = layer(bap_item, "SR"), layer(bap_item, "SIGMA")
+    chosen = np.isfinite(sr)
+    assert chosen.sum() > 1000
+    np.testing.assert_allclose(sigma[chosen], 0.05 * sr[chosen] + 0.003, atol=1.5e-4)
+    cube = open_cube(folder, tile, "2009-06-01", "2009-08-31", bands=("red", "nir"), with_sigma=True).load()
+    taken = np.isin(cube.quality.values, (1, 2)) & np.isfinite(cube.red.values) & np.isfinite(cube.nir.values)
+    count = taken.sum(axis=0)
+    median_sigma = layer(median_item, "SIGMA")
+    for k, band in enumerate(("red", "nir")):
+        variance = np.where(taken, cube[f"{band}_sigma"].values ** 2, 0).sum(axis=0)
+        with np.errstate(all="ignore"):
+            expected = np.sqrt(np.pi / 2 * variance / count**2)
+        seen = (count >= 3) & np.isfinite(median_sigma[k])
+        assert seen.sum() > 1000
+        np.testing.assert_allclose(median_sigma[k][seen], expected[seen], atol=1.5e-4)

@@ -61,7 +61,7 @@ def composite(
         start, end = iso_date(first, "--from"), iso_date(last, "--to")
         spans = periods(start, end, period)
         bap_weights = _weights(weights, preference)
-        data = open_cube(catalog, tile, start, end, sensor or None, band_list(bands), resolution)
+        data = open_cube(catalog, tile, start, end, sensor or None, band_list(bands), resolution, with_sigma=True)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("compositing", total=None)
             items = composite_tile(data, spans, method, out, bap_weights, overwrite,

@@ -96,8 +96,8 @@ def read_source(item: pystac.Item, wanted: Sequence[str]) -> Source:
     kind = item_kind(item)
     geobox = tile_geobox(item, None)
     bands = _reflectance(item, "SR", wanted)
-    sigma_key = {"ard": "SRUNC", "ardp": "SIGMA"}.get(kind)
-    sigma = _reflectance(item, sigma_key, wanted) if sigma_key and sigma_key in item.assets else None
+    sigma_key = {"ard": "SRUNC", "ardp": "SIGMA", "composite": "SIGMA"}[kind]
+    sigma = _reflectance(item, sigma_key, wanted) if sigma_key in item.assets else None
     stacked = np.stack(list(bands.values())) if bands else np.zeros((1, *geobox.shape.yx), dtype=np.float32)
     has_data = np.isfinite(stacked).all(axis=0)
     if kind == "ard":

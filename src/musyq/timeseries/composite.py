@@ -51,6 +51,7 @@ class Block(NamedTuple):
     view_zenith: NDArray[np.float32]  # (time, y, x)
     sensors: tuple[str, ...]  # (time,)
     pixel_size: float  # metres
+    sigma: NDArray[np.float32] | None = None  # (band, time, y, x) the SR uncertainty, where the ARD carries it
 
 
 class Composite(NamedTuple):
@@ -58,6 +59,7 @@ class Composite(NamedTuple):
     day: NDArray[np.float64]  # chosen day (days since 1970-01-01), NaN where none or a statistic
     clear_count: NDArray[np.uint16]  # clear observations
     sensor: NDArray[np.int16]  # index into Block.sensors, -1 where none or a statistic
+    sigma: NDArray[np.float32] | None = None  # (band, y, x): the chosen observation's, or the median's
 
 
 def usable(quality: NDArray[np.uint8], bands: NDArray[np.float32]) -> NDArray[np.bool_]:
@@ -269,7 +271,17 @@ def composite(block: Block, method: str, target: float, half_width: float,
         _median(np.ascontiguousarray(block.bands.reshape(n_bands, n_time, -1)),
                 np.ascontiguousarray(candidates.reshape(n_time, -1)), values)
         values = values.reshape((n_bands,) + shape)
-        return Composite(values, np.full(shape, np.nan), count.astype(np.uint16), np.full(shape, NO_CHOICE, np.int16))
+        sigma = None
+        if block.sigma is not None:
+            # the median of n values with errors of variance v has, for normal errors and large n, the
+            # variance (pi / 2) v / n
+            with np.errstate(invalid="ignore", divide="ignore"):
+                variance = np.where(candidates[None], block.sigma.astype(np.float32) ** 2, 0).sum(axis=1)
+                taken = candidates.sum(axis=0)
+                sigma = np.where(taken > 0, np.sqrt(np.pi / 2 * variance / np.maximum(taken, 1) ** 2), np.nan)
+            sigma = np.where(np.isfinite(values), sigma, np.nan).astype(np.float32)
+        return Composite(values, np.full(shape, np.nan), count.astype(np.uint16), np.full(shape, NO_CHOICE, np.int16),
+                         sigma)
     if method == "bap":
         chosen = bap(block, candidates, target, half_width, weights or BapWeights())
     else:
@@ -279,8 +291,12 @@ def composite(block: Block, method: str, target: float, half_width: float,
     values = np.take_along_axis(block.bands, index[None, None], axis=1)[:, 0]
     values[:, ~valid] = np.nan
     day = np.where(valid, block.days[index], np.nan)
+    sigma = None
+    if block.sigma is not None:
+        sigma = np.take_along_axis(block.sigma, index[None, None], axis=1)[:, 0].astype(np.float32)
+        sigma[:, ~valid] = np.nan
     return Composite(values.astype(np.float32), day, count.astype(np.uint16),
-                     np.where(valid, index, NO_CHOICE).astype(np.int16))
+                     np.where(valid, index, NO_CHOICE).astype(np.int16), sigma)
 
 
 def periods(start: date, end: date, spec: str) -> list[tuple[date, date]]:

@@ -130,6 +130,8 @@ def composite_tile(
         part = cube.isel(time=index)
         height, width = geobox.shape.yx
         values = np.full((len(bands), height, width), np.nan, dtype=np.float32)
+        with_sigma = f"{bands[0]}_sigma" in cube
+        sigma = np.full_like(values, np.nan) if with_sigma else None
         chosen_day = np.zeros((height, width), dtype=np.uint16)
         count = np.zeros((height, width), dtype=np.uint16)
         sensor = np.full((height, width), 255, dtype=np.uint8)
@@ -141,10 +143,13 @@ def composite_tile(
             start, stop = max(0, top - halo), min(height, bottom + halo)
             strip = part.isel(y=slice(start, stop)).compute()
             block = Block(days_all[index], np.stack([strip[b].values for b in bands]), bands,
-                          strip["quality"].values, strip["view_zenith"].values, tuple(time_sensor), pixel)
+                          strip["quality"].values, strip["view_zenith"].values, tuple(time_sensor), pixel,
+                          np.stack([strip[f"{b}_sigma"].values for b in bands]) if with_sigma else None)
             result = composite(block, method, (lo + hi) / 2, (hi - lo) / 2, weights)
             inner = slice(top - start, top - start + bottom - top)
             values[:, top:bottom] = result.values[:, inner]
+            if sigma is not None and result.sigma is not None:
+                sigma[:, top:bottom] = result.sigma[:, inner]
             day = result.day[inner]
             chosen_day[top:bottom] = np.where(np.isfinite(day), np.nan_to_num(day), 0).astype(np.uint16)
             count[top:bottom] = result.clear_count[inner]
@@ -156,6 +161,10 @@ def composite_tile(
         layers: list[LayerSpec] = [
             (Layer("SR", encode_reflectance(values), 0, bands, 1 / REFLECTANCE_SCALE), f"{method} composite "
              "surface reflectance", ("data", "reflectance"), _eo_bands(bands), "1"),
+            *([(Layer("SIGMA", encode_reflectance(sigma), 0, bands, 1 / REFLECTANCE_SCALE),
+                 "One standard deviation of the composite reflectance: the chosen observation's SR uncertainty "
+                 "(the median's: from the period's)", ("data", "uncertainty"), _eo_bands(bands), "1")]
+              if sigma is not None else []),
             (Layer("DATE", chosen_day, 0, ("days since 1970-01-01",), resampling="nearest"),
              "Day of the chosen observation (days since 1970-01-01)", ("metadata", "date"), None, "day"),
             (Layer("COUNT", count, 65535, ("clear observations",), resampling="nearest"),
