@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from musyq.cli import ard, bandpass, cloudmodel, composite, coregister, cube, demo, gapfill, info, lut, mask, product, reconstruct, validate
+from musyq.cli import ard, bandpass, cloudmodel, composite, coregister, cube, demo, gapfill, info, lut, mask, order, product, reconstruct, validate
 
 app = typer.Typer(
     name="musyq",
@@ -27,5 +27,6 @@ app.command("validate")(validate.validate)
 app.add_typer(lut.app, name="lut")
 app.add_typer(bandpass.app, name="bandpass")
 app.add_typer(cloudmodel.app, name="cloudmodel")
+app.add_typer(order.app, name="order")
 
 __all__ = ["app"]

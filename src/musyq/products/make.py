@@ -30,6 +30,7 @@ from musyq.products.indices import catalog_name, compute_index, index_bands
 from musyq.products.source import Source, find_sources, read_source
 
 PRODUCT_COLLECTION = "musyq-products"
+PRODUCT_DESCRIPTION = "musyq products with per-pixel uncertainty"
 HARMONIZED_NAME = {"nir08": "nir"}  # sensor common names -> the harmonized names of the reflectance
 FORMATS = ("cog", "netcdf")
 QUALITY_FILL = 255
@@ -251,9 +252,10 @@ def _netcdf(out_dir: Path, source: Source, made: list[Made]) -> Path:
 
 def make_products(names: Sequence[str], inputs: Sequence[Path], out_dir: Path, options: ProductOptions,
                   tile: str | None = None, start: str | None = None, end: str | None = None,
-                  progress: Progress | None = None) -> list[Path]:
+                  progress: Progress | None = None, update_catalog: bool = True) -> list[Path]:
     """Every product in ``names`` for every source item in ``inputs``; finished outputs are kept unless
-    ``options.overwrite``. Returns the written (or kept) STAC item and NetCDF files."""
+    ``options.overwrite``. Returns the written (or kept) STAC item and NetCDF files. Without
+    ``update_catalog`` the output folder's collection is left to the caller (tasks running side by side)."""
     products = resolve_products(names)
     unknown = [f for f in options.formats if f not in FORMATS]
     if unknown or not options.formats:
@@ -285,6 +287,6 @@ def make_products(names: Sequence[str], inputs: Sequence[Path], out_dir: Path, o
             written.append(netcdf_path)
         if progress:
             progress(item.id, done, len(items))
-    if cog_items:
-        update_collection(out_dir, cog_items, PRODUCT_COLLECTION, "musyq products with per-pixel uncertainty")
+    if cog_items and update_catalog:
+        update_collection(out_dir, cog_items, PRODUCT_COLLECTION, PRODUCT_DESCRIPTION)
     return cog_items + written

@@ -49,7 +49,9 @@ def composite_rows(width: int, n_bands: int, n_dates: int, halo: int) -> int:
 
 Progress = Callable[[str, int, int], None]
 COMPOSITE_COLLECTION = "musyq-composites"
+COMPOSITE_DESCRIPTION = "musyq composites of ARD over periods"
 ARDP_COLLECTION = "musyq-ardp"
+ARDP_DESCRIPTION = "musyq ARD+: monthly gap-free surface reflectance"
 
 
 def _days(cube: xr.Dataset) -> np.ndarray:
@@ -106,8 +108,10 @@ def _write_item(out_dir: Path, name: PeriodName, geobox: GeoBox, layers: list[La
 def composite_tile(
     cube: xr.Dataset, periods: list[tuple[date, date]], method: str, out_dir: Path,
     weights: BapWeights | None = None, overwrite: bool = False, progress: Progress | None = None,
+    update_catalog: bool = True,
 ) -> list[Path]:
-    """One composite per period; periods whose item exists are skipped unless ``overwrite``."""
+    """One composite per period; periods whose item exists are skipped unless ``overwrite``. Without
+    ``update_catalog`` the output folder's collection is left to the caller."""
     geobox = _geobox(cube)
     bands = _band_names(cube)
     tile = str(cube.attrs.get("mgrs_tile", "tile"))
@@ -178,8 +182,8 @@ def composite_tile(
         if method == "bap":
             properties["musyq:bap_weights"] = asdict(weights)
         written.append(_write_item(out_dir, name, geobox, layers, properties))
-    if written:
-        update_collection(out_dir, written, COMPOSITE_COLLECTION, "musyq composites of ARD over periods")
+    if written and update_catalog:
+        update_collection(out_dir, written, COMPOSITE_COLLECTION, COMPOSITE_DESCRIPTION)
     return written
 
 
@@ -191,6 +195,7 @@ def _ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
 def reconstruct_tile(
     cube: xr.Dataset, start: date, end: date, out_dir: Path, options: ReconstructOptions,
     overwrite: bool = False, progress: Progress | None = None, reference: list[Path] | None = None,
+    update_catalog: bool = True,
 ) -> list[Path]:
     """Monthly ARD+ (``ARDP``) from ``start`` to ``end``: every band at mid-month, gaps filled, flagged and with
     an uncertainty. Blocks land in a Zarr work store first, so a killed run resumes at the next block.
@@ -297,7 +302,8 @@ def reconstruct_tile(
                                          "musyq:sensors": sorted({str(s) for s in cube.sensor.values}),
                                          "musyq:mid_month_day": (name.start + timedelta(days=14)).isoformat()}
         written.append(_write_item(out_dir, name, geobox, layers, properties))
-    update_collection(out_dir, written, ARDP_COLLECTION, "musyq ARD+: monthly gap-free surface reflectance")
+    if update_catalog:
+        update_collection(out_dir, written, ARDP_COLLECTION, ARDP_DESCRIPTION)
     shutil.rmtree(work, ignore_errors=True)
     if not any(work.parent.iterdir()):
         work.parent.rmdir()

@@ -1,0 +1,148 @@
+"""``musyq order``: create an order of products over an area and a period, run it on Dask, follow its tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from musyq.cli.options import console, iso_date, user_errors
+from musyq.core.errors import MusyqError
+from musyq.production.area import read_area
+from musyq.production.plan import plan_order
+from musyq.production.run import run_order
+from musyq.production.store import Order, Store, Task
+
+app = typer.Typer(help="Orders: products over an area and a period, planned, tracked and run on Dask.",
+                  no_args_is_help=True)
+DbOption = typer.Option(None, "--db", help="SQLAlchemy URL (postgresql://user@host/db) or SQLite file; default "
+                        "~/.local/share/musyq/orders.sqlite.")
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+@app.command("create")
+def create(
+    area: str = typer.Option(..., "--area", help="W,S,E,N in degrees, or a GeoJSON, GeoPackage or shapefile."),
+    first: str = typer.Option(..., "--from", help="First day (ISO 8601)."),
+    last: str = typer.Option(..., "--to", help="Last day (ISO 8601)."),
+    products: str = typer.Option("SR", "--products", help="SR, any index or FVC/LAI/FAPAR/FCOVER/ALBEDO, composite "
+                                 "methods (BAP, MEDIAN, ...), ARDP; comma-separated."),
+    inputs: list[Path] = typer.Option(..., "--inputs", help="Folders of Level-1 products (repeat for several)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where the order's catalogs go."),
+    sensors: str = typer.Option("", "--sensors", help="Only these sensors, comma-separated (S2A,L8,...)."),
+    resolution: float = typer.Option(30.0, "--resolution", help="Pixel size in metres."),
+    db: str | None = DbOption,
+) -> None:
+    """Plan an order, print the plan and store it."""
+    with user_errors():
+        start, end = iso_date(first, "--from"), iso_date(last, "--to")
+        region = read_area(area)
+        names = [p.strip() for p in products.split(",") if p.strip()]
+        chosen = [s.strip() for s in sensors.split(",") if s.strip()]
+        if not resolution > 0:
+            raise MusyqError(f"--resolution must be positive, not {resolution}")
+        plan = plan_order(inputs, region, start, end, names, chosen or None, resolution)
+        store = Store(db)
+        order = Order(area=region.wkt, start=start.isoformat(), end=end.isoformat(), products=names, sensors=chosen,
+                      resolution=resolution, inputs=[str(p.resolve()) for p in inputs], out=str(out.resolve()),
+                      tasks=[Task(key=t.key, kind=t.kind, params=t.params, depends=list(t.depends), state="planned",
+                                  attempts=0, outputs=[], log="") for t in plan.tasks])
+        order_id = store.add_order(order)
+    counts = ", ".join(f"{n} {k}" for k, n in plan.counts().items())
+    console.print(f"[bold green]order {order_id}[/]: {plan.scenes} scene(s), {len(plan.tiles)} tile(s) "
+                  f"({', '.join(plan.tiles)}); tasks: {counts}")
+    console.print(f"estimated: {_size(plan.bytes)} of outputs, {plan.seconds / 60:.1f} core-minutes")
+    for path, why in plan.skipped.items():
+        console.print(f"[yellow]skipped[/] {path}: {why}")
+    typer.echo(order_id)
+
+
+@app.command("run")
+def run(
+    order_id: int = typer.Argument(..., help="The order to run."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="tcp://HOST:PORT of a running Dask scheduler "
+                                         "(default: a local cluster)."),
+    workers: int | None = typer.Option(None, "--workers", help="Local cluster workers (default: one per core)."),
+    db: str | None = DbOption,
+) -> None:
+    """Run the order's unfinished tasks."""
+    with user_errors():
+        store = Store(db)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as bar:
+            overall = bar.add_task(f"order {order_id}", total=None)
+            summary = run_order(store, order_id, scheduler, workers,
+                                lambda key, state, done, total: bar.update(overall, completed=done, total=total,
+                                                                           description=f"{state} {key[:60]}"))
+    colour = "green" if summary.failed == 0 else "red"
+    console.print(f"[bold {colour}]order {order_id}:[/] {summary.done} done, {summary.failed} failed; "
+                  f"{summary.ran} task(s) ran now, {summary.retried} retried")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_orders(db: str | None = DbOption) -> None:
+    """Every order with its state and task counts."""
+    with user_errors():
+        store = Store(db)
+        orders = store.orders()
+        table = Table("id", "created", "state", "period", "products", "tasks (done/failed/all)")
+        for order in orders:
+            tasks = store.order(order.id).tasks
+            table.add_row(str(order.id), f"{order.created:%Y-%m-%d %H:%M}", order.state, f"{order.start}..{order.end}",
+                          ",".join(order.products), f"{sum(t.state == 'done' for t in tasks)}/"
+                          f"{sum(t.state == 'failed' for t in tasks)}/{len(tasks)}")
+    console.print(table)
+
+
+@app.command("show")
+def show(order_id: int = typer.Argument(...), db: str | None = DbOption) -> None:
+    """Each task's state, attempts, duration, and the log and input of a failed one."""
+    with user_errors():
+        order = Store(db).order(order_id)
+    table = Table("task", "state", "attempts", "seconds")
+    for task in order.tasks:
+        table.add_row(task.key, task.state, str(task.attempts), f"{task.seconds:.1f}" if task.seconds else "")
+    console.print(f"order {order.id}: {order.state}, {order.start}..{order.end}, {','.join(order.products)}, "
+                  f"out {order.out}")
+    console.print(table)
+    for task in order.tasks:
+        if task.state == "failed":
+            where = f" (input: {task.failed_input})" if task.failed_input else ""
+            console.print(f"[red]failed[/] {task.key}{where}: {task.log}", soft_wrap=True, highlight=False)
+
+
+@app.command("cancel")
+def cancel(order_id: int = typer.Argument(...), db: str | None = DbOption) -> None:
+    """Mark the order's unfinished tasks cancelled (a later run skips them)."""
+    with user_errors():
+        store = Store(db)
+        order = store.order(order_id)
+        for task in order.tasks:
+            if task.state in ("planned", "queued", "running"):
+                store.update_task(task.id, state="cancelled")
+        store.set_order_state(order_id, "cancelled")
+    console.print(f"order {order_id} cancelled")
+
+
+@app.command("retry")
+def retry(order_id: int = typer.Argument(...), db: str | None = DbOption) -> None:
+    """Put failed and cancelled tasks back to planned; `musyq order run` then runs them."""
+    with user_errors():
+        store = Store(db)
+        order = store.order(order_id)
+        again = [t for t in order.tasks if t.state in ("failed", "cancelled")]
+        for task in again:
+            store.update_task(task.id, state="planned", attempts=0, log="", failed_input=None)
+        store.set_order_state(order_id, "planned")
+    console.print(f"order {order_id}: {len(again)} task(s) planned again")

@@ -1,0 +1,143 @@
+"""Orders end to end on the bundled samples (Sentinel-2 and Landsat 8, two tiles each): planned from a GeoJSON
+area, stored in SQLite, run on a local Dask cluster of worker processes; a rerun runs nothing; a truncated
+input fails its own tasks only, named in ``order show``; bad requests are one-line errors and store nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+from typer.testing import CliRunner
+
+from musyq.cli import app
+
+from .conftest import SAMPLES
+
+runner = CliRunner()
+AREA = {"type": "FeatureCollection", "features": [
+    {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [
+        [[-69.8, 48.3], [-69.2, 48.3], [-69.2, 48.7], [-69.8, 48.7], [-69.8, 48.3]]]}},
+    {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [
+        [[-80.3, 32.9], [-79.7, 32.9], [-79.7, 33.3], [-80.3, 33.3], [-80.3, 32.9]]]}}]}
+S2 = "S2A_MSIL1C_20170729_T19UDP_900m"
+L8 = "LC08_L1TP_016037_20170813_20170814_01_RT_900m"
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+def _order(tmp_path: Path, inputs: Path, db: Path, products: str = "SR,NDVI,BAP") -> int:
+    area = tmp_path / "area.geojson"
+    area.write_text(json.dumps(AREA))
+    code, output = run("order", "create", "--area", str(area), "--from", "2017-07-01", "--to", "2017-08-31",
+                       "--products", products, "--inputs", str(inputs), "--out", str(tmp_path / "out"),
+                       "--resolution", "900", "--db", str(db))
+    assert code == 0, output
+    assert "2 scene(s), 4 tile(s) (17SNS, 17SPS, 19UDP, 19UDQ)" in output
+    return int(output.split()[-1])
+
+
+def _tasks(db: Path) -> list[tuple[str, str, int, str, str | None]]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT key, state, attempts, log, failed_input FROM tasks ORDER BY id").fetchall()
+
+
+def test_order_runs_on_a_local_cluster_and_a_rerun_runs_nothing(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in (S2, L8):
+        shutil.copytree(SAMPLES / name, inputs / name)
+    db = tmp_path / "orders.sqlite"
+    order = _order(tmp_path, inputs, db)
+    code, output = run("order", "run", str(order), "--workers", "2", "--db", str(db))
+    assert code == 0, output
+    assert "12 done, 0 failed; 12 task(s) ran now" in output
+    assert all(state == "done" and attempts == 1 for _, state, attempts, _, _ in _tasks(db))
+    out = tmp_path / "out"
+    ard = list(pystac.Collection.from_file(str(out / "ard" / "collection.json")).get_items(recursive=True))
+    ndvi = list(pystac.Collection.from_file(str(out / "products" / "collection.json")).get_items(recursive=True))
+    bap = list(pystac.Collection.from_file(str(out / "composites" / "collection.json")).get_items(recursive=True))
+    assert len(ard) == 4 and len(ndvi) == 4 and {i.properties["mgrs:tile"] for i in ard} == {
+        "17SNS", "17SPS", "19UDP", "19UDQ"}
+    # one composite per tile and month with observations: July for Sentinel-2, August for Landsat
+    assert len(bap) == 4
+    assert {i.properties["mgrs:tile"]: i.id.split(".")[2][:6] for i in bap} == {
+        "17SNS": "201708", "17SPS": "201708", "19UDP": "201707", "19UDQ": "201707"}
+    # the order's ARD equals musyq ard run directly
+    direct = tmp_path / "direct"
+    assert run("ard", str(inputs / S2), "--out", str(direct), "--resolution", "900", "--tile", "19UDP")[0] == 0
+    [mine] = [i for i in ard if i.properties["mgrs:tile"] == "19UDP"]
+    theirs = next(direct.glob("19UDP/*/*.SR.tif"))
+    with rasterio.open(mine.assets["SR"].get_absolute_href()) as a, rasterio.open(theirs) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
+    code, output = run("order", "run", str(order), "--workers", "2", "--db", str(db))
+    assert code == 0 and "0 task(s) ran now" in output
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    code, output = run("order", "list", "--db", str(db))
+    assert code == 0 and "12/0/12" in output
+
+
+def test_a_truncated_input_fails_its_own_tasks_and_the_rest_goes_on(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in (S2, L8):
+        shutil.copytree(SAMPLES / name, inputs / name)
+    band = next((inputs / L8).glob("*_B4.TIF"))
+    band.write_bytes(band.read_bytes()[: band.stat().st_size // 3])
+    db = tmp_path / "orders.sqlite"
+    order = _order(tmp_path, inputs, db, "SR,NDVI")
+    code, output = run("order", "run", str(order), "--workers", "2", "--db", str(db))
+    assert code == 1 and "4 done, 4 failed" in output
+    tasks = _tasks(db)
+    for key, state, _, log, failed_input in tasks:
+        if key.startswith("ard:LC08"):
+            assert state == "failed" and band.name in log, (key, log)
+        elif key.startswith("product:LC08"):
+            assert state == "failed" and log.startswith("not run: ard:LC08")
+        else:
+            assert state == "done", key
+    code, output = run("order", "show", str(order), "--db", str(db))
+    assert code == 0 and band.name in output and "failed" in output
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"--from": "2017-09-01"}, "ends (2017-08-31) before it starts (2017-09-01)"),
+    ({"--products": "SR,NVDI"}, "'NVDI' is not an index"),
+    ({"--area": "10,50,5,52"}, "empty or impossible box"),
+    ({"--area": "10,86,11,87"}, "touches no Sentinel-2 tile"),
+    ({"--area": "0,0,1,1"}, "no Level-1 scene"),
+    ({"--sensors": "S9X"}, "unknown sensor 'S9X'"),
+])
+def test_bad_orders_are_named_and_nothing_is_stored(tmp_path: Path, change: dict[str, str], message: str) -> None:
+    db = tmp_path / "orders.sqlite"
+    options = {"--area": "-69.8,48.3,-69.2,48.7", "--from": "2017-07-01", "--to": "2017-08-31", "--products": "SR",
+               "--inputs": str(SAMPLES), "--out": str(tmp_path / "out"), "--db": str(db)} | change
+    code, output = run("order", "create", *[part for item in options.items() for part in item])
+    assert code == 1 and message in output, output
+    assert not db.exists() or not _orders_in(db)
+
+
+def _orders_in(db: Path) -> list[tuple[int]]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT id FROM orders").fetchall()
+
+
+def test_a_shapefile_without_a_crs_is_refused(tmp_path: Path) -> None:
+    import pyogrio
+    import shapely
+
+    shapefile = tmp_path / "area.shp"
+    pyogrio.raw.write(shapefile, np.array([shapely.to_wkb(shapely.box(-69.8, 48.3, -69.2, 48.7))], dtype=object),
+                      [], fields=[], geometry_type="Polygon", crs=None, driver="ESRI Shapefile")
+    code, output = run("order", "create", "--area", str(shapefile), "--from", "2017-07-01", "--to", "2017-08-31",
+                       "--inputs", str(SAMPLES), "--out", str(tmp_path / "out"), "--db", str(tmp_path / "o.sqlite"))
+    assert code == 1 and "has no coordinate reference system" in output, output
