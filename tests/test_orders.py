@@ -5,12 +5,19 @@ input fails its own tasks only, named in ``order show``; bad requests are one-li
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pystac
+from distributed import Client
 import pytest
 import rasterio
 from typer.testing import CliRunner
@@ -136,8 +143,97 @@ def test_a_shapefile_without_a_crs_is_refused(tmp_path: Path) -> None:
     import shapely
 
     shapefile = tmp_path / "area.shp"
-    pyogrio.raw.write(shapefile, np.array([shapely.to_wkb(shapely.box(-69.8, 48.3, -69.2, 48.7))], dtype=object),
-                      [], fields=[], geometry_type="Polygon", crs=None, driver="ESRI Shapefile")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pyogrio warns that the file will have no CRS: the point
+        pyogrio.raw.write(shapefile, np.array([shapely.to_wkb(shapely.box(-69.8, 48.3, -69.2, 48.7))], dtype=object),
+                          [], fields=[], geometry_type="Polygon", crs=None, driver="ESRI Shapefile")
     code, output = run("order", "create", "--area", str(shapefile), "--from", "2017-07-01", "--to", "2017-08-31",
                        "--inputs", str(SAMPLES), "--out", str(tmp_path / "out"), "--db", str(tmp_path / "o.sqlite"))
     assert code == 1 and "has no coordinate reference system" in output, output
+
+
+def _wait_for(db: Path, condition, timeout: float = 240.0) -> list[tuple[str, str, int, str, str | None]]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                tasks = _tasks(db)
+            except sqlite3.OperationalError:  # the schema is being created
+                tasks = []
+            if tasks and condition(tasks):
+                return tasks
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting on {db}")
+
+
+def _prepared(tmp_path: Path) -> tuple[Path, int]:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in (S2, L8):
+        shutil.copytree(SAMPLES / name, inputs / name)
+    db = tmp_path / "orders.sqlite"
+    return db, _order(tmp_path, inputs, db, "SR,NDVI")
+
+
+def test_a_separate_scheduler_and_workers_and_a_worker_killed_mid_order(tmp_path: Path) -> None:
+    """`dask scheduler` and two `dask worker` processes on loopback (the scheduler lets the client see a lost
+    worker): one worker is killed while it runs a task; that task runs again and the order completes."""
+    db, order = _prepared(tmp_path)
+    address_file = tmp_path / "scheduler.json"
+    bin_dir = Path(sys.executable).parent
+    environment = os.environ | {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    processes = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                   "--scheduler-file", str(address_file), "--no-dashboard"], env=environment,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(100):
+            if address_file.exists() and address_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(address_file.read_text())["address"]
+        workers = [subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                     "--no-nanny", "--no-dashboard"], env=environment, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL) for _ in range(2)]
+        processes += workers
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            pids = client.run(os.getpid)  # worker address -> process id
+            runner_process = subprocess.Popen([str(bin_dir / "musyq"), "order", "run", str(order), "--scheduler",
+                                               address, "--db", str(db)], stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True)
+            busy: list[str] = []
+            deadline = time.monotonic() + 240
+            while not busy and time.monotonic() < deadline:  # a worker executing a task (one thread each)
+                busy = [worker for worker, keys in client.processing().items() if keys]
+                time.sleep(0.05)
+            assert busy, "no task started"
+            os.kill(pids[busy[0]], signal.SIGKILL)
+        output, _ = runner_process.communicate(timeout=600)
+        assert runner_process.returncode == 0, output
+        tasks = _tasks(db)
+        assert all(state == "done" for _, state, _, _, _ in tasks), tasks
+        again = [key for key, _, attempts, _, _ in tasks if attempts == 2]
+        assert again, tasks  # the killed worker's task ran a second time
+        assert "1 retried" in " ".join(output.split()) or "2 retried" in " ".join(output.split())
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def test_a_killed_run_resumes_with_only_the_unfinished_tasks(tmp_path: Path) -> None:
+    db, order = _prepared(tmp_path)
+    bin_dir = Path(sys.executable).parent
+    first = subprocess.Popen([str(bin_dir / "musyq"), "order", "run", str(order), "--workers", "2", "--db", str(db)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        before = _wait_for(db, lambda tasks: sum(t[1] == "done" for t in tasks) >= 2)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the run and its cluster's worker processes
+        first.wait()
+    done = sum(t[1] == "done" for t in _tasks(db))
+    assert done >= sum(t[1] == "done" for t in before) and done < len(before)
+    code, output = run("order", "run", str(order), "--workers", "2", "--db", str(db))
+    assert code == 0, output
+    assert f"{len(before) - done} task(s) ran now" in output
+    assert all(state == "done" for _, state, _, _, _ in _tasks(db))

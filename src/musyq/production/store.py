@@ -73,7 +73,9 @@ class Task(Base):
 def database_url(db: str | Path | None) -> str:
     """A SQLAlchemy URL: given as one, or an SQLite file path (default ``~/.local/share/musyq/orders.sqlite``)."""
     if db is not None and "://" in str(db):
-        return str(db)
+        url = str(db)
+        # psycopg 3 is the PostgreSQL driver musyq installs; a bare postgresql:// would ask for psycopg2
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
     path = Path(db) if db is not None else DEFAULT_DB
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path.resolve()}"
@@ -98,6 +100,10 @@ class Store:
         except (ArgumentError, OperationalError) as exc:
             raise MusyqError(f"cannot open the order database {_public(self.url)}: {exc.args[0]}") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Close the pooled connections (a long-lived process that is done with this database)."""
+        self.engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
