@@ -231,27 +231,6 @@ def _sample(grid: Array, r0: int, r1: int, c0: int, c1: int, ur: float, uc: floa
 
 
 @numba.njit(parallel=True, cache=True)
-def _apply_on_grid(
-    toa: NDArray[np.float32], gain: NDArray[np.float64], offset: NDArray[np.float64], albedo: NDArray[np.float64],
-    row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp], out: NDArray[np.float32],
-) -> None:
-    height, width = toa.shape
-    last_row, last_col = row_nodes.size - 1, col_nodes.size - 1
-    for r in numba.prange(height):
-        r0, ur = _bracket(r, row_nodes)
-        r1 = min(r0 + 1, last_row)
-        for c in range(width):
-            value = toa[r, c]
-            if not np.isfinite(value):
-                out[r, c] = np.nan
-                continue
-            c0, uc = _bracket(c, col_nodes)
-            c1 = min(c0 + 1, last_col)
-            y = _sample(gain, r0, r1, c0, c1, ur, uc) * value - _sample(offset, r0, r1, c0, c1, ur, uc)
-            out[r, c] = y / (1.0 + _sample(albedo, r0, r1, c0, c1, ur, uc) * y)
-
-
-@numba.njit(parallel=True, cache=True)
 def _bilinear(coarse: Array, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp],
               out: NDArray[np.float32]) -> None:  # pragma: no cover - compiled
     height, width = out.shape
@@ -280,27 +259,34 @@ def coarse_nodes(size: int, step: int) -> NDArray[np.intp]:
     return nodes
 
 
-def correct_band(
-    toa: NDArray[np.float32], coef: Coefficients, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp],
-    out: NDArray[np.float32],
-) -> None:
-    """Surface reflectance of a band whose coefficients sit on a ``coarse_nodes`` grid."""
-    _apply_on_grid(toa, np.ascontiguousarray(coef.gain), np.ascontiguousarray(coef.offset),
-                   np.ascontiguousarray(coef.albedo), row_nodes, col_nodes, out)
-
-
 # radiative-transfer codes agree to about 1 % (CEOS ARD): the part of the SR error no table or AOD explains
 RADIATIVE_TRANSFER_ERROR = 0.01
 
 
+@dataclass(frozen=True)
+class SigmaTerms:
+    """What a band's SR sigma is made of: the TOA ``calibration`` (relative) through the inversion's slope, the
+    AOD's sigma as the secant to coefficients at a shifted AOD (``shifted``, scaled by ``aot_ratio`` = sigma /
+    shift on the nodes), the tables' ``interpolation`` error and the radiative-transfer ``model`` error
+    (relative), in quadrature."""
+
+    shifted: Coefficients
+    aot_ratio: Array
+    calibration: float
+    interpolation: float
+    model: float = RADIATIVE_TRANSFER_ERROR
+
+
 @numba.njit(parallel=True, cache=True)
-def _sigma_on_grid(
+def _invert_on_grid(
     toa: NDArray[np.float32], gain: Array, offset: Array, albedo: Array, shifted_gain: Array, shifted_offset: Array,
     shifted_albedo: Array, aot_ratio: Array, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp],
-    calibration: float, interpolation: float, model: float, out: NDArray[np.float32],
+    calibration: float, interpolation: float, model: float, out: NDArray[np.float32], sigma: NDArray[np.float32],
 ) -> None:  # pragma: no cover - compiled
+    """Surface reflectance into ``out`` and, where ``sigma`` is not empty, its sigma in the same pass."""
     height, width = toa.shape
     last_row, last_col = row_nodes.size - 1, col_nodes.size - 1
+    with_sigma = sigma.size > 0
     for r in numba.prange(height):
         r0, ur = _bracket(r, row_nodes)
         r1 = min(r0 + 1, last_row)
@@ -308,35 +294,37 @@ def _sigma_on_grid(
             value = toa[r, c]
             if not np.isfinite(value):
                 out[r, c] = np.nan
+                if with_sigma:
+                    sigma[r, c] = np.nan
                 continue
             c0, uc = _bracket(c, col_nodes)
             c1 = min(c0 + 1, last_col)
             g = _sample(gain, r0, r1, c0, c1, ur, uc)
-            s = _sample(albedo, r0, r1, c0, c1, ur, uc)
             y = g * value - _sample(offset, r0, r1, c0, c1, ur, uc)
-            denominator = 1.0 + s * y
+            denominator = 1.0 + _sample(albedo, r0, r1, c0, c1, ur, uc) * y
+            surface = y / denominator
+            out[r, c] = surface
+            if not with_sigma:
+                continue
             # d rho / d toa = g / (1 + S y)^2, times the calibration's sigma of the TOA reflectance
             from_calibration = calibration * value * g / (denominator * denominator)
-            g2 = _sample(shifted_gain, r0, r1, c0, c1, ur, uc)
-            y2 = g2 * value - _sample(shifted_offset, r0, r1, c0, c1, ur, uc)
+            y2 = _sample(shifted_gain, r0, r1, c0, c1, ur, uc) * value - _sample(shifted_offset, r0, r1, c0, c1, ur, uc)
             shifted = y2 / (1.0 + _sample(shifted_albedo, r0, r1, c0, c1, ur, uc) * y2)
-            surface = y / denominator
             from_aerosol = (shifted - surface) * _sample(aot_ratio, r0, r1, c0, c1, ur, uc)
-            out[r, c] = np.sqrt(from_calibration**2 + from_aerosol**2 + interpolation**2 + (model * surface) ** 2)
+            sigma[r, c] = np.sqrt(from_calibration**2 + from_aerosol**2 + interpolation**2 + (model * surface) ** 2)
 
 
-def band_uncertainty(
-    toa: NDArray[np.float32], coef: Coefficients, shifted: Coefficients, aot_ratio: Array,
-    row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp], calibration: float, interpolation: float,
-    out: NDArray[np.float32], model: float = RADIATIVE_TRANSFER_ERROR,
+def correct_band(
+    toa: NDArray[np.float32], coef: Coefficients, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp],
+    out: NDArray[np.float32], sigma: tuple[NDArray[np.float32], SigmaTerms] | None = None,
 ) -> None:
-    """One sigma of a band's surface reflectance: the TOA calibration (relative ``calibration``) through the
-    inversion's slope, the AOD's sigma as the secant to coefficients at a shifted AOD (``shifted``, scaled by
-    ``aot_ratio`` = sigma / shift on the nodes), the tables' ``interpolation`` error and the radiative-transfer
-    ``model`` error (relative), in quadrature."""
+    """Surface reflectance of a band whose coefficients sit on a ``coarse_nodes`` grid; with ``sigma`` (an output
+    array and its terms) also its one-sigma uncertainty, in the same pass over the pixels."""
     def grid(values: Array) -> Array:
         return np.ascontiguousarray(values, dtype=np.float64)
 
-    _sigma_on_grid(toa, grid(coef.gain), grid(coef.offset), grid(coef.albedo), grid(shifted.gain),
-                   grid(shifted.offset), grid(shifted.albedo), grid(aot_ratio), row_nodes, col_nodes,
-                   float(calibration), float(interpolation), float(model), out)
+    target, terms = sigma if sigma is not None else (np.empty((0, 0), dtype=np.float32),
+                                                     SigmaTerms(coef, coef.gain, 0.0, 0.0, 0.0))
+    _invert_on_grid(toa, grid(coef.gain), grid(coef.offset), grid(coef.albedo), grid(terms.shifted.gain),
+                    grid(terms.shifted.offset), grid(terms.shifted.albedo), grid(terms.aot_ratio), row_nodes,
+                    col_nodes, float(terms.calibration), float(terms.interpolation), float(terms.model), out, target)

@@ -30,7 +30,7 @@ from musyq.ard.aerosol import (
     water_vapour_from_band,
 )
 from musyq.core.angles import fill_gaps
-from musyq.ard.atmcor import Atmosphere, band_uncertainty, coarse_nodes, coefficients, correct_band, upsample
+from musyq.ard.atmcor import Atmosphere, SigmaTerms, coarse_nodes, coefficients, correct_band, upsample
 from musyq.core.errors import InputError, MusyqError
 from musyq.core.grid import crs_wkt
 from musyq.ard.lut import AEROSOL_MODELS, BandTable, interpolation_rms
@@ -229,11 +229,9 @@ def correct_tile(
     uncertainty = np.empty_like(reflectance)
     for k, band in enumerate(surface_bands):
         coef = coefficients(table, band.id, atmosphere, sun, view, azimuth)
-        source = toa[bands.index(band)]
-        correct_band(source, coef, rows, cols, reflectance[k])
-        shifted = coefficients(table, band.id, shifted_atmosphere, sun, view, azimuth)
-        band_uncertainty(source, coef, shifted, sigma_nodes / shift, rows, cols, calibration, interpolation,
-                         uncertainty[k])
+        terms = SigmaTerms(coefficients(table, band.id, shifted_atmosphere, sun, view, azimuth), sigma_nodes / shift,
+                           calibration, interpolation)
+        correct_band(toa[bands.index(band)], coef, rows, cols, reflectance[k], (uncertainty[k], terms))
     aot_full = upsample(aot_nodes, rows, cols, shape)
     aot_full[~valid] = np.nan
     covered = valid[np.ix_(rows, cols)]
