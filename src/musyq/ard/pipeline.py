@@ -63,7 +63,7 @@ from musyq.io.output import (
 )
 from musyq.core.scene import BandSource, Scene
 from musyq.core.sensors import Band
-from musyq.io.stac import AssetSpec, build_item, mean_angle
+from musyq.io.stac import AssetSpec, build_item, mean_angle, save_item
 from musyq.ard.surface import AtmosphereOptions, SurfaceResult, correct_tile, load_elevation, load_prior
 from musyq.core.tiling import ReflectanceResampling, read_overview, warp_band
 from musyq.ard.toa import calibrate
@@ -452,11 +452,7 @@ def process_tile(
         fill_percent=100 * (1 - valid_fraction),
         properties=properties,
     )
-    item.set_self_href(str(item_path))
-    item.make_asset_hrefs_relative()
-    partial = item_path.with_name(f".{item_path.name}.partial")
-    partial.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
-    partial.replace(item_path)
+    save_item(item, item_path)
     return TileResult(tile.id, item_path, skipped=False, files=files, valid_fraction=valid_fraction)
 
 

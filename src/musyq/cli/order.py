@@ -10,10 +10,9 @@ from rich.table import Table
 
 from musyq.cli.options import console, iso_date, user_errors
 from musyq.core.errors import MusyqError
-from musyq.production.area import read_area
-from musyq.production.plan import plan_order
-from musyq.production.run import run_order
-from musyq.production.store import Order, Store, Task
+
+# The production stage (SQLAlchemy, Alembic, distributed: seconds to import) is imported by the order
+# commands themselves, so that every other musyq command starts without it.
 
 app = typer.Typer(help="Orders: products over an area and a period, planned, tracked and run on Dask.",
                   no_args_is_help=True)
@@ -43,6 +42,10 @@ def create(
     db: str | None = DbOption,
 ) -> None:
     """Plan an order, print the plan and store it."""
+    from musyq.production.area import read_area
+    from musyq.production.plan import plan_order
+    from musyq.production.store import Order, Store, Task
+
     with user_errors():
         start, end = iso_date(first, "--from"), iso_date(last, "--to")
         region = read_area(area)
@@ -75,6 +78,9 @@ def run(
     db: str | None = DbOption,
 ) -> None:
     """Run the order's unfinished tasks."""
+    from musyq.production.run import run_order
+    from musyq.production.store import Store
+
     with user_errors():
         store = Store(db)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -93,6 +99,8 @@ def run(
 @app.command("list")
 def list_orders(db: str | None = DbOption) -> None:
     """Every order with its state and task counts."""
+    from musyq.production.store import Store
+
     with user_errors():
         store = Store(db)
         orders = store.orders()
@@ -108,6 +116,8 @@ def list_orders(db: str | None = DbOption) -> None:
 @app.command("show")
 def show(order_id: int = typer.Argument(...), db: str | None = DbOption) -> None:
     """Each task's state, attempts, duration, and the log and input of a failed one."""
+    from musyq.production.store import Store
+
     with user_errors():
         order = Store(db).order(order_id)
     table = Table("task", "state", "attempts", "seconds")
@@ -125,11 +135,13 @@ def show(order_id: int = typer.Argument(...), db: str | None = DbOption) -> None
 @app.command("cancel")
 def cancel(order_id: int = typer.Argument(...), db: str | None = DbOption) -> None:
     """Mark the order's unfinished tasks cancelled (a later run skips them)."""
+    from musyq.production.store import Store
+
     with user_errors():
         store = Store(db)
         order = store.order(order_id)
         for task in order.tasks:
-            if task.state in ("planned", "queued", "running"):
+            if task.state in ("planned", "running"):
                 store.update_task(task.id, state="cancelled")
         store.set_order_state(order_id, "cancelled")
     console.print(f"order {order_id} cancelled")
@@ -138,6 +150,8 @@ def cancel(order_id: int = typer.Argument(...), db: str | None = DbOption) -> No
 @app.command("retry")
 def retry(order_id: int = typer.Argument(...), db: str | None = DbOption) -> None:
     """Put failed and cancelled tasks back to planned; `musyq order run` then runs them."""
+    from musyq.production.store import Store
+
     with user_errors():
         store = Store(db)
         order = store.order(order_id)

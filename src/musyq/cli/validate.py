@@ -13,7 +13,6 @@ import typer
 from musyq.cli.options import console, user_errors
 from musyq.core.errors import MusyqError
 from musyq.io.sites import read_ground
-from musyq.io.validation_report import write_validation_report
 from musyq.products.validation import (DEFAULT_REQUIREMENT, REQUIREMENTS, Requirement, binned_apu, find_rasters,
                                        match_ground, match_raster, statistics, summary)
 
@@ -40,6 +39,9 @@ def validate(
     gbov_variable: str = typer.Option("LAI", "--gbov-variable", help="GBOV RM7 variable: LAI or LAIe."),
 ) -> None:
     """Validate PRODUCT: match it with the ground or a reference raster and report accuracy."""
+    # matplotlib only when a report is drawn, so that every other musyq command starts without it
+    from musyq.io.validation_report import write_validation_report
+
     with user_errors():
         if (sites is None) == (reference is None):
             raise MusyqError("give either --sites or --reference")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -182,3 +183,13 @@ def build_product_item(item_id: str, source: pystac.Item, geobox: GeoBox, assets
     _add_projection(item, geobox)
     _add_assets(item, assets, geobox)
     return item
+
+
+def save_item(item: pystac.Item, item_path: Path) -> Path:
+    """Write ``item`` at ``item_path`` with asset links relative to it, through a temporary name."""
+    item.set_self_href(str(item_path))
+    item.make_asset_hrefs_relative()
+    partial = item_path.with_name(f".{item_path.name}.partial")
+    partial.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
+    partial.replace(item_path)
+    return item_path

@@ -53,7 +53,7 @@ def run_order(store: Store, order_id: int, scheduler: str | None = None, workers
     out = Path(order.out)
     tasks = {t.key: t for t in order.tasks}
     for task in tasks.values():  # a run killed mid-way left some marked running: they run again
-        if task.state in ("running", "queued"):
+        if task.state == "running":
             store.update_task(task.id, state="planned")
             task.state = "planned"
     store.set_order_state(order_id, "running")

@@ -3,7 +3,6 @@ when several machines share it), its schema created and migrated by Alembic."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -21,7 +20,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from musyq.core.errors import MusyqError
 
 DEFAULT_DB = Path.home() / ".local" / "share" / "musyq" / "orders.sqlite"
-STATES = ("planned", "queued", "running", "done", "failed", "cancelled")
 
 
 def now() -> datetime:
@@ -37,7 +35,7 @@ class Order(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created: Mapped[datetime] = mapped_column(DateTime, default=now)
-    state: Mapped[str] = mapped_column(String(16), default="planned")
+    state: Mapped[str] = mapped_column(String(16), default="planned")  # planned, running, done, failed, cancelled
     area: Mapped[str] = mapped_column(Text)  # WKT, EPSG:4326
     start: Mapped[str] = mapped_column(String(10))
     end: Mapped[str] = mapped_column(String(10))
@@ -59,7 +57,7 @@ class Task(Base):
     kind: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     depends: Mapped[list[str]] = mapped_column(JSON, default=list)  # keys of the tasks it needs
-    state: Mapped[str] = mapped_column(String(16), default="planned")
+    state: Mapped[str] = mapped_column(String(16), default="planned")  # planned, running, done, failed, cancelled
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -149,6 +147,3 @@ def _public(url: str) -> str:
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
 
-
-def describe(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True)

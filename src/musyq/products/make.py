@@ -3,7 +3,6 @@ product with its sigma and flags, and write COG + STAC per product and/or one CF
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from musyq.io.catalog import item_sensor
 from musyq.core.errors import MusyqError
 from musyq.io.netcdf import NetcdfVariable, netcdf_variables, write_netcdf
 from musyq.io.output import Layer, write_cog
-from musyq.io.stac import AssetSpec, build_product_item, update_collection
+from musyq.io.stac import AssetSpec, build_product_item, save_item, update_collection
 from musyq.products.albedo import ALBEDO_PRODUCTS, broadband, coefficients_for, spectral_albedo
 from musyq.products.biophysical import INPUT_BANDS, INPUT_OUT_OF_DOMAIN, OUTPUT_ABOVE, OUTPUT_BELOW, VARIABLES, \
     biophysical
@@ -222,13 +221,7 @@ def _cog_item(out_dir: Path, source: Source, made: Made) -> Path:
         "musyq:product": made.name, "musyq:source_item": source.item.id, "musyq:source_kind": source.kind,
         "musyq:uncertainty": "propagated from the reflectance sigma" if made.sigma is not None else "none",
         **made.properties})
-    item_path = home / f"{item_id}.json"
-    item.set_self_href(str(item_path))
-    item.make_asset_hrefs_relative()
-    partial = item_path.with_name(f".{item_path.name}.partial")
-    partial.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
-    partial.replace(item_path)
-    return item_path
+    return save_item(item, home / f"{item_id}.json")
 
 
 def _netcdf(out_dir: Path, source: Source, made: list[Made]) -> Path:

@@ -21,7 +21,7 @@ from odc.geo.geobox import GeoBox
 from musyq.core.errors import MusyqError
 from musyq.core.sensors import Band, get_sensor
 from musyq.io.output import REFLECTANCE_SCALE, Layer, PeriodName, encode_reflectance, write_cog
-from musyq.io.stac import AssetSpec, build_period_item, update_collection
+from musyq.io.stac import AssetSpec, build_period_item, save_item, update_collection
 from musyq.timeseries.composite import BapWeights, Block, composite, periods
 from musyq.timeseries.reconstruct import FLAG_NAMES, Reference, ReconstructOptions, merge_same_day, reconstruct
 from musyq.timeseries.reference import EPOCH, reference_curves
@@ -96,13 +96,7 @@ def _write_item(out_dir: Path, name: PeriodName, geobox: GeoBox, layers: list[La
              for path, (layer, title, roles, bands, unit) in zip(paths, layers, strict=True)]
     item = build_period_item(name.item_id, datetime.combine(name.start, time.min),
                              datetime.combine(name.end, time.max), name.tile, geobox, specs, properties)
-    item_path = home / f"{name.item_id}.json"
-    item.set_self_href(str(item_path))
-    item.make_asset_hrefs_relative()
-    partial = item_path.with_name(f".{item_path.name}.partial")
-    partial.write_text(json.dumps(item.to_dict(include_self_link=False), indent=1))
-    partial.replace(item_path)
-    return item_path
+    return save_item(item, home / f"{name.item_id}.json")
 
 
 def composite_tile(
