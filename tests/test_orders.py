@@ -104,6 +104,8 @@ def test_a_truncated_input_fails_its_own_tasks_and_the_rest_goes_on(tmp_path: Pa
     order = _order(tmp_path, inputs, db, "SR,NDVI")
     code, output = run("order", "run", str(order), "--workers", "2", "--db", str(db))
     assert code == 1 and "4 done, 4 failed" in output
+    assert "failed ard:LC08_L1TP_016037_20170813_20170814_01_RT:17SNS" in output  # told as it happened
+    assert "failed product:LC08_L1TP_016037_20170813_20170814_01_RT:17SNS: not run: ard:LC08" in output
     tasks = _tasks(db)
     for key, state, _, log, failed_input in tasks:
         if key.startswith("ard:LC08"):
@@ -113,7 +115,7 @@ def test_a_truncated_input_fails_its_own_tasks_and_the_rest_goes_on(tmp_path: Pa
         else:
             assert state == "done", key
     code, output = run("order", "show", str(order), "--db", str(db))
-    assert code == 0 and band.name in output and "failed" in output
+    assert code == 0 and band.name in output and "4 done, 4 failed" in output
 
 
 @pytest.mark.parametrize(("change", "message"), [

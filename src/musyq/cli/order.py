@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn,
+                           TimeElapsedColumn)
 from rich.table import Table
 
 from musyq.cli.options import console, iso_date, user_errors
@@ -78,17 +80,30 @@ def run(
     db: str | None = DbOption,
 ) -> None:
     """Run the order's unfinished tasks."""
-    from musyq.production.run import run_order
+    from musyq.production.run import Event, run_order
     from musyq.production.store import Store
 
     with user_errors():
         store = Store(db)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bar:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as bar:
             overall = bar.add_task(f"order {order_id}", total=None)
-            summary = run_order(store, order_id, scheduler, workers,
-                                lambda key, state, done, total: bar.update(overall, completed=done, total=total,
-                                                                           description=f"{state} {key[:60]}"))
+            rows: dict[str, TaskID] = {}
+
+            def show(event: Event) -> None:
+                bar.update(overall, completed=event.finished, total=event.total)
+                if event.state == "running":
+                    rows[event.key] = bar.add_task(f"  {event.key}", total=None)
+                    return
+                if event.key in rows:
+                    bar.remove_task(rows.pop(event.key))
+                if event.state == "failed":
+                    bar.console.print(f"[red]failed[/] {event.key}: {event.message}", soft_wrap=True,
+                                      highlight=False)
+                elif event.state == "retrying":
+                    bar.console.print(f"[yellow]retrying[/] {event.key}: {event.message}", highlight=False)
+
+            summary = run_order(store, order_id, scheduler, workers, show)
     colour = "green" if summary.failed == 0 else "red"
     console.print(f"[bold {colour}]order {order_id}:[/] {summary.done} done, {summary.failed} failed; "
                   f"{summary.ran} task(s) ran now, {summary.retried} retried")
@@ -116,16 +131,23 @@ def list_orders(db: str | None = DbOption) -> None:
 @app.command("show")
 def show(order_id: int = typer.Argument(...), db: str | None = DbOption) -> None:
     """Each task's state, attempts, duration, and the log and input of a failed one."""
-    from musyq.production.store import Store
+    from musyq.production.store import Store, now
 
     with user_errors():
         order = Store(db).order(order_id)
     table = Table("task", "state", "attempts", "seconds")
+    clock = now()
     for task in order.tasks:
-        table.add_row(task.key, task.state, str(task.attempts), f"{task.seconds:.1f}" if task.seconds else "")
+        if task.state == "running" and task.started:
+            seconds = f"{(clock - task.started).total_seconds():.0f} so far"
+        else:
+            seconds = f"{task.seconds:.1f}" if task.seconds is not None else ""
+        table.add_row(task.key, task.state, str(task.attempts), seconds)
+    counts = Counter(t.state for t in order.tasks)
     console.print(f"order {order.id}: {order.state}, {order.start}..{order.end}, {','.join(order.products)}, "
                   f"out {order.out}")
     console.print(table)
+    console.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     for task in order.tasks:
         if task.state == "failed":
             where = f" (input: {task.failed_input})" if task.failed_input else ""

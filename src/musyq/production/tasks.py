@@ -10,6 +10,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, TypedDict
 
+import numba
+
 from musyq.ard.pipeline import ArdOptions, run_ard
 from musyq.core.errors import InputError, MusyqError
 from musyq.io.readers import open_scene
@@ -55,9 +57,12 @@ def _reconstruct(out: Path, params: dict[str, Any]) -> list[Path]:
     return reconstruct_tile(cube, start, end, out / ARDP, ReconstructOptions(minimum=0.0), update_catalog=False)
 
 
-def execute(kind: str, params: dict[str, Any], out: str, needed_outputs: list[str]) -> Outcome:
-    """Run one task; ``needed_outputs`` are the outputs of the tasks it depends on."""
+def execute(kind: str, params: dict[str, Any], out: str, needed_outputs: list[str], threads: int = 1) -> Outcome:
+    """Run one task; ``needed_outputs`` are the outputs of the tasks it depends on, ``threads`` the cores its
+    compiled kernels may use."""
     began = time.perf_counter()
+    cores: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    numba.set_num_threads(min(threads, cores))  # for this thread only
     folder = Path(out)
     try:
         if kind == "ard":
