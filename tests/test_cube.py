@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from musyq.cli import app
 from musyq.core.errors import MusyqError
-from musyq.timeseries.composite import CLEAR, Block, composite, periods
+from musyq.timeseries.composite import CLEAR, SELECTORS, Block, composite, periods
+from musyq.timeseries.methods import METHODS
 from musyq.timeseries.cube import open_cube
 from musyq.timeseries.reconstruct import FLAG_NAMES, ReconstructOptions
 from musyq.timeseries.tiles import reconstruct_tile
@@ -155,6 +156,7 @@ def test_composite_methods_on_a_hand_made_pixel() -> None:
     nothing = Block(days, bands, ("red", "nir"), np.zeros((4, 1, 1), np.uint8), block.view_zenith,
                     block.sensors, 30.0)
     assert np.isnan(composite(nothing, "bap", 25, 15).values).all()
+    assert METHODS == ("bap", "median", *SELECTORS)  # the names the planner checks are the methods there are
 
 
 def test_periods() -> None:

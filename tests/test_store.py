@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from musyq.core.errors import MusyqError
-from musyq.production.store import Order, Store, Task, database_url
+from musyq.production.store import Order, Store, database_url
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -64,11 +64,14 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     engine.dispose()
 
 
-def _order(key_prefix: str = "ard") -> Order:
+def _order() -> Order:
     return Order(area="POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))", start="2017-07-01", end="2017-08-31", products=["SR"],
-                 sensors=[], resolution=30.0, inputs=["/archive"], out="/out",
-                 tasks=[Task(key=f"{key_prefix}:{k}", kind="ard", params={"tile": "31UFS", "k": k}, depends=[],
-                             state="planned", attempts=0, outputs=[], log="") for k in range(3)])
+                 sensors=[], resolution=30.0, inputs=["/archive"], out="/out")
+
+
+def _tasks(count: int = 3) -> list[dict[str, object]]:
+    return [{"key": f"ard:{k}", "kind": "ard", "params": {"tile": "31UFS", "k": k}, "depends": []}
+            for k in range(count)]
 
 
 def test_schema_orders_and_tasks(url: str) -> None:
@@ -78,7 +81,7 @@ def test_schema_orders_and_tasks(url: str) -> None:
     assert {"orders", "tasks", "alembic_version"} <= tables
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
-    first, second = store.add_order(_order()), store.add_order(_order())
+    first, second = store.add_order(_order(), _tasks()), store.add_order(_order(), _tasks())
     assert second == first + 1
     order = store.order(first)
     assert [t.key for t in order.tasks] == ["ard:0", "ard:1", "ard:2"] and order.tasks[1].params["k"] == 1
@@ -87,10 +90,15 @@ def test_schema_orders_and_tasks(url: str) -> None:
     assert (again.state, again.failed_input) == ("failed", "/archive/B4.TIF")
     store.set_order_state(first, "done")
     assert [o.state for o in store.orders()] == ["done", "planned"]
-    duplicate = _order()
-    duplicate.tasks[1].key = duplicate.tasks[0].key
+    duplicate = _tasks()
+    duplicate[1]["key"] = duplicate[0]["key"]
     with pytest.raises(IntegrityError):
-        store.add_order(duplicate)
+        store.add_order(_order(), duplicate)
+    assert len(store.orders()) == 2  # the order of the failed insert is not stored either
+    many = store.add_order(_order(), _tasks(20_000))  # an order of a year over a hundred tiles
+    assert len(store.order(many).tasks) == 20_000
+    store.update_tasks([t.id for t in store.order(many).tasks[:1200]], state="cancelled")
+    assert sum(t.state == "cancelled" for t in store.order(many).tasks) == 1200
     with pytest.raises(MusyqError, match="no order 99"):
         store.order(99)
     store.close()

@@ -1,5 +1,5 @@
 """``python -m musyq`` runs the command line."""
 
-from musyq.cli import app
+from musyq.cli import main
 
-app(prog_name="musyq")
+main()

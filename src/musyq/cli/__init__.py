@@ -1,32 +1,41 @@
-"""The ``musyq`` command: one module per subcommand, registered here."""
+"""The ``musyq`` command: one module per subcommand. The console entry imports only the module of the command
+it runs (``musyq order list`` needs none of the ARD stage, which takes seconds to import); ``app`` holds all."""
 
 from __future__ import annotations
 
+import sys
+from importlib import import_module
+
 import typer
 
-from musyq.cli import ard, bandpass, cloudmodel, composite, coregister, cube, demo, gapfill, info, lut, mask, order, product, reconstruct, validate
+COMMANDS = ("info", "ard", "mask", "coregister", "demo", "cube", "composite", "reconstruct", "gapfill", "product",
+            "validate")  # each module's function of the same name
+GROUPS = ("lut", "bandpass", "cloudmodel", "order")  # each module's ``app``
 
-app = typer.Typer(
-    name="musyq",
-    help="Level-1 satellite data to consistent analysis-ready tiles, time series and composites.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.command("info")(info.info)
-app.command("ard")(ard.ard)
-app.command("mask")(mask.mask)
-app.command("coregister")(coregister.coregister)
-app.command("demo")(demo.demo)
-app.command("cube")(cube.cube)
-app.command("composite")(composite.composite)
-app.command("reconstruct")(reconstruct.reconstruct)
-app.command("gapfill")(gapfill.gapfill)
-app.command("product")(product.product)
-app.command("validate")(validate.validate)
-app.add_typer(lut.app, name="lut")
-app.add_typer(bandpass.app, name="bandpass")
-app.add_typer(cloudmodel.app, name="cloudmodel")
-app.add_typer(order.app, name="order")
 
-__all__ = ["app"]
+def _root() -> None:
+    """Level-1 satellite data to consistent analysis-ready tiles, time series, composites and products."""
+
+
+def build(only: str | None = None) -> typer.Typer:
+    """The command line with every subcommand, or with ``only`` one."""
+    app = typer.Typer(name="musyq", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    app.callback()(_root)  # a group even when it holds one command, so the command keeps its name
+    for name in COMMANDS:
+        if only in (None, name):
+            app.command(name)(getattr(import_module(f"musyq.cli.{name}"), name))
+    for name in GROUPS:
+        if only in (None, name):
+            app.add_typer(import_module(f"musyq.cli.{name}").app, name=name)
+    return app
+
+
+def main() -> None:
+    wanted = sys.argv[1] if len(sys.argv) > 1 else None
+    build(wanted if wanted in COMMANDS + GROUPS else None)()
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":
+        return build()
+    raise AttributeError(name)

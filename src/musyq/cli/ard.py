@@ -13,7 +13,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from musyq.cli.options import (
+from musyq.cli.options import console, user_errors
+from musyq.cli.processing import (
     AerosolMethodOption,
     AerosolModelOption,
     AodOption,
@@ -37,9 +38,7 @@ from musyq.cli.options import (
     WaterVapourOption,
     atmosphere_options,
     bandpass_target,
-    console,
     stack_options,
-    user_errors,
 )
 from musyq.ard.cloudmask import MaskMethod
 from musyq.ard.pipeline import (

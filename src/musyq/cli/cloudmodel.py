@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from musyq.ard import cloudmodel
-from musyq.cli.options import MaskMethodOption, console, user_errors
+from musyq.cli.options import console, user_errors
+from musyq.cli.processing import MaskMethodOption
 from musyq.ard.cloudmask import MaskMethod
 from musyq.ard.cloudtrain import train
 from musyq.core.errors import InputError

@@ -10,7 +10,8 @@ from rich.progress import Progress
 from musyq.cli.options import (CatalogOption, CubeBandsOption, CubeSensorOption, FromOption, OverwriteOption,
                                ResolutionOption, TileOption, ToOption, band_list, console, iso_date, user_errors)
 from musyq.core.errors import MusyqError
-from musyq.timeseries.composite import METHODS, BapWeights, periods
+from musyq.timeseries.composite import BapWeights, periods
+from musyq.timeseries.methods import METHODS
 from musyq.timeseries.cube import open_cube
 from musyq.timeseries.tiles import composite_tile
 

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from musyq.cli.options import DatetimeOption, OffsetOption, ScaleOption, SensorOption, stack_options, user_errors
+from musyq.cli.options import user_errors
+from musyq.cli.processing import DatetimeOption, OffsetOption, ScaleOption, SensorOption, stack_options
 from musyq.core.grid import tiles_touching
 from musyq.io.readers import open_scene
 

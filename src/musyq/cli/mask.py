@@ -7,12 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from musyq.cli.options import (
-    CloudBufferOption,
-    MaskMethodOption,
-    ShadowBufferOption,
-    user_errors,
-)
+from musyq.cli.options import user_errors
+from musyq.cli.processing import CloudBufferOption, MaskMethodOption, ShadowBufferOption
 from musyq.ard.cloudmask import MaskMethod
 from musyq.ard.maskfile import mask_file
 from musyq.io.output import CLEAR, CLOUD, CLOUD_SHADOW, SNOW, WATER

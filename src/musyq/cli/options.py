@@ -1,116 +1,21 @@
-"""Options and helpers shared by several subcommands."""
+"""Options and helpers shared by several subcommands; light to import, as every command imports it (the
+processing options of the ARD commands, which need the ARD stage, are in ``musyq.cli.processing``)."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import typer
 from rasterio.errors import NotGeoreferencedWarning
 from rich.console import Console
 
-from musyq.ard.cloudmask import METHODS, MaskMethod
-from musyq.ard.coregister import DEFAULT_MAX_RMSE
 from musyq.core.errors import MusyqError
-from musyq.io.readers import StackOptions
-from musyq.core.sensors import resolve_sensor_id
-from musyq.ard.surface import AtmosphereOptions
 
 console = Console(stderr=True)
-
-SensorOption = typer.Option(None, "--sensor", help="Sensor of plain band files without metadata (e.g. S2A, L8_OLI).")
-DatetimeOption = typer.Option(None, "--datetime", help="Acquisition time (UTC, ISO 8601) of plain band files.")
-ScaleOption = typer.Option(10000.0, "--scale", help="Plain band files: DN per unit reflectance.")
-OffsetOption = typer.Option(0.0, "--offset", help="Plain band files: DN offset added before scaling.")
-
-
-def stack_options(sensor: str | None, when: str | None, scale: float, offset: float) -> StackOptions | None:
-    """What the user said about band files that carry no metadata."""
-    if sensor is None and when is None:
-        return None
-    if sensor is None or when is None:
-        raise MusyqError("plain band files need both --sensor and --datetime")
-    try:
-        acquired = datetime.fromisoformat(when.replace("Z", "+00:00")).replace(tzinfo=None)
-    except ValueError as exc:
-        raise MusyqError(f"--datetime {when!r} is not an ISO 8601 time") from exc
-    return StackOptions(sensor=sensor, acquired=acquired, scale=scale, offset=offset)
-
-
-AodOption = typer.Option("auto", "--aod", help="Aerosol optical depth at 550 nm: 'auto' (retrieved, see "
-                         "--aerosol-method), a value, or 'off' for no atmospheric correction.")
-AerosolMethodOption = typer.Option("auto", "--aerosol-method", help="Aerosol retrieval: 'dark-target' (needs a 2.2 um "
-                                   "band), 'endmember' (blue, green, red and NIR of vegetated pixels), or 'auto' "
-                                   "(dark target where it can run, else endmember).")
-WaterVapourOption = typer.Option("auto", "--water-vapour", help="Column water vapour in g/cm2, or 'auto' "
-                                 "(from the 945 nm band where the sensor has one, else 1.5).")
-OzoneOption = typer.Option(0.3, "--ozone", help="Ozone column in cm-atm (0.3 = 300 DU).")
-AerosolModelOption = typer.Option("continental", "--aerosol-model", help="6S aerosol model: continental or maritime.")
-AodPriorOption = typer.Option(None, "--aod-prior", help="Surface reflectance of the same place (a musyq SR COG) "
-                              "to retrieve the aerosol from, for sensors without a 2.2 um band (Gaofen WFV).")
-
-
-def _auto_or_number(name: str, text: str) -> float | None:
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise MusyqError(f"{name} takes 'auto' or a number, not {text!r}") from None
-
-
-ElevationOption = typer.Option(0.0, "--elevation", help="Surface height in metres (sets the pressure) "
-                               "where no --dem is given.")
-DemOption = typer.Option(None, "--dem", help="Elevation model (metres) for the surface pressure.")
-
-
-def atmosphere_options(
-    aod: str, water_vapour: str, ozone: float, aerosol_model: str, aot_prior: Path | None = None,
-    elevation: float = 0.0, dem: Path | None = None, aerosol_method: str = "auto",
-) -> AtmosphereOptions | None:
-    """The atmospheric correction the user asked for, or ``None`` for TOA only."""
-    if aod.strip().lower() == "off":
-        return None
-    return AtmosphereOptions(aot550=_auto_or_number("--aod", aod),
-                             water_vapour=_auto_or_number("--water-vapour", water_vapour),
-                             ozone=ozone, aerosol_model=aerosol_model, aerosol_method=aerosol_method,
-                             aot_prior=aot_prior,
-                             elevation_m=elevation, dem=dem)
-
-
-MaskMethodOption = typer.Option(MaskMethod.musyq, "--mask-method", help="Cloud-mask method.")
-CloudBufferOption = typer.Option(None, "--cloud-buffer", help="Grow clouds by this many metres "
-                                 f"(default: the method's own; musyq {METHODS[MaskMethod.musyq].cloud_buffer_m:g}, "
-                                 f"{METHODS[MaskMethod.musyq].vnir_cloud_buffer_m:g} with blue, green, red and nir "
-                                 "alone on pixels finer than 30 m).")
-ShadowBufferOption = typer.Option(None, "--shadow-buffer", help="Grow cloud shadows by this many metres "
-                                  f"(default: the method's own; musyq {METHODS[MaskMethod.musyq].shadow_buffer_m:g}).")
-
-
-NbarOption = typer.Option(True, "--nbar/--no-nbar", help="Normalize surface reflectance to nadir view and the HLS "
-                          "standard sun (c-factor, RossThick-LiSparse-R).")
-BrdfPriorOption = typer.Option(None, "--brdf-prior", help="Per-pixel BRDF parameters (bands described as "
-                               "<band>_iso, <band>_vol, <band>_geo, any grid) to use instead of the fixed ones.")
-
-
-CoregisterOption = typer.Option(None, "--coregister-to", help="Reference raster of the same place: each tile is "
-                                "moved onto it by the global sub-pixel offset of the shared band.")
-CoregisterBandOption = typer.Option("nir", "--coregister-band", help="Band the scene and the reference share "
-                                    "(its description in the reference).")
-CoregisterRmseOption = typer.Option(DEFAULT_MAX_RMSE, "--coregister-max-rmse", help="Tiles whose tie-point "
-                                    "residual RMSE is above this many pixels are flagged and left where they are.")
-
-
-BandpassOption = typer.Option("L8_OLI", "--bandpass-to", help="Adjust the surface reflectance to this sensor's "
-                              "bands (HLS coefficients where published, else musyq's); 'none' to keep them.")
-
-
-def bandpass_target(text: str) -> str | None:
-    """The sensor id to adjust to, or None for no adjustment."""
-    return None if text.strip().lower() == "none" else resolve_sensor_id(text)
 
 
 @contextmanager

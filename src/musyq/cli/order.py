@@ -18,6 +18,7 @@ from musyq.core.errors import MusyqError
 
 app = typer.Typer(help="Orders: products over an area and a period, planned, tracked and run on Dask.",
                   no_args_is_help=True)
+SKIPPED_SHOWN = 10
 DbOption = typer.Option(None, "--db", help="SQLAlchemy URL (postgresql://user@host/db) or SQLite file; default "
                         "~/.local/share/musyq/orders.sqlite.")
 
@@ -30,6 +31,10 @@ def _size(count: float) -> str:
     return f"{count:.1f} TB"
 
 
+def _absolute(source: str) -> str:
+    return source if "://" in source else str(Path(source).resolve())
+
+
 @app.command("create")
 def create(
     area: str = typer.Option(..., "--area", help="W,S,E,N in degrees, or a GeoJSON, GeoPackage or shapefile."),
@@ -37,7 +42,8 @@ def create(
     last: str = typer.Option(..., "--to", help="Last day (ISO 8601)."),
     products: str = typer.Option("SR", "--products", help="SR, any index or FVC/LAI/FAPAR/FCOVER/ALBEDO, composite "
                                  "methods (BAP, MEDIAN, ...), ARDP; comma-separated."),
-    inputs: list[Path] = typer.Option(..., "--inputs", help="Folders of Level-1 products (repeat for several)."),
+    inputs: list[str] = typer.Option(..., "--inputs", help="Folders of Level-1 products, or STAC catalogs, "
+                                     "collections or item collections (files or URLs); repeat for several."),
     out: Path = typer.Option(..., "--out", "-o", help="Where the order's catalogs go."),
     sensors: str = typer.Option("", "--sensors", help="Only these sensors, comma-separated (S2A,L8,...)."),
     resolution: float = typer.Option(30.0, "--resolution", help="Pixel size in metres."),
@@ -46,7 +52,7 @@ def create(
     """Plan an order, print the plan and store it."""
     from musyq.production.area import read_area
     from musyq.production.plan import plan_order
-    from musyq.production.store import Order, Store, Task
+    from musyq.production.store import Order, Store
 
     with user_errors():
         start, end = iso_date(first, "--from"), iso_date(last, "--to")
@@ -58,16 +64,17 @@ def create(
         plan = plan_order(inputs, region, start, end, names, chosen or None, resolution)
         store = Store(db)
         order = Order(area=region.wkt, start=start.isoformat(), end=end.isoformat(), products=names, sensors=chosen,
-                      resolution=resolution, inputs=[str(p.resolve()) for p in inputs], out=str(out.resolve()),
-                      tasks=[Task(key=t.key, kind=t.kind, params=t.params, depends=list(t.depends), state="planned",
-                                  attempts=0, outputs=[], log="") for t in plan.tasks])
-        order_id = store.add_order(order)
+                      resolution=resolution, inputs=[_absolute(i) for i in inputs], out=str(out.resolve()))
+        order_id = store.add_order(order, [{"key": t.key, "kind": t.kind, "params": t.params,
+                                            "depends": list(t.depends)} for t in plan.tasks])
     counts = ", ".join(f"{n} {k}" for k, n in plan.counts().items())
     console.print(f"[bold green]order {order_id}[/]: {plan.scenes} scene(s), {len(plan.tiles)} tile(s) "
                   f"({', '.join(plan.tiles)}); tasks: {counts}")
     console.print(f"estimated: {_size(plan.bytes)} of outputs, {plan.seconds / 60:.1f} core-minutes")
-    for path, why in plan.skipped.items():
-        console.print(f"[yellow]skipped[/] {path}: {why}")
+    for path, why in list(plan.skipped.items())[:SKIPPED_SHOWN]:
+        console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
+    if len(plan.skipped) > SKIPPED_SHOWN:
+        console.print(f"[yellow]skipped[/] {len(plan.skipped) - SKIPPED_SHOWN} more input(s)")
     typer.echo(order_id)
 
 

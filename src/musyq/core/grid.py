@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 
 import numpy as np
+import shapely
 from affine import Affine
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
@@ -116,3 +117,30 @@ def tiles_touching(footprint: Geometry) -> list[Tile]:
             if tile.footprint.intersection(local).area > 0:
                 found.append(tile)
     return sorted(found, key=lambda t: t.id)
+
+
+class TileIndex:
+    """The tiles of an area, each clipped to the area in lon/lat, in a search tree: thousands of scene footprints
+    find the tiles they share more than a touch with in one vectorized query, instead of a reprojection per
+    scene and zone."""
+
+    def __init__(self, area: Geometry) -> None:
+        self.tiles = tiles_touching(area)
+        region = area.to_crs("EPSG:4326").geom
+        # edges densified every 20 km: a UTM square's sides curve in lon/lat by metres between such points
+        outlines = [t.footprint.to_crs("EPSG:4326", resolution=20_000).geom for t in self.tiles]
+        self.parts = shapely.intersection(np.array(outlines, dtype=object), region)
+        self.tree = shapely.STRtree(self.parts)
+
+    def overlapping(self, footprints: NDArray[np.object_]) -> list[list[Tile]]:
+        """For each lon/lat footprint, the tiles (in id order) whose part in the area its interior meets."""
+        found: list[list[Tile]] = [[] for _ in range(len(footprints))]
+        if len(footprints) == 0 or not self.tiles:
+            return found
+        scene, tile = self.tree.query(footprints, predicate="intersects")
+        inner = ~shapely.touches(footprints[scene], self.parts[tile])  # polygons: a shared area, not an edge
+        for s, t in zip(scene[inner], tile[inner], strict=True):
+            found[s].append(self.tiles[t])
+        for tiles in found:
+            tiles.sort(key=lambda t: t.id)
+        return found

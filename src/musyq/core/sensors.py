@@ -83,6 +83,7 @@ def _data_file(*parts: str) -> resources.abc.Traversable:
     return resources.files("musyq").joinpath("data", *parts)
 
 
+@cache
 def available_sensors() -> tuple[str, ...]:
     """Ids of every sensor that has a description file."""
     folder = _data_file("sensors")

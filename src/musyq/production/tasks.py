@@ -15,13 +15,15 @@ import numba
 from musyq.ard.pipeline import ArdOptions, run_ard
 from musyq.core.errors import InputError, MusyqError
 from musyq.io.readers import open_scene
+from musyq.io.stac_inputs import fetch_scene
 from musyq.products.make import ProductOptions, make_products
 from musyq.timeseries.composite import periods
 from musyq.timeseries.cube import open_cube
 from musyq.timeseries.reconstruct import ReconstructOptions
 from musyq.timeseries.tiles import composite_tile, reconstruct_tile
 
-ARD, PRODUCTS, COMPOSITES, ARDP = "ard", "products", "composites", "ardp"  # folders of an order's outputs
+# folders of an order's outputs, and of the Level-1 files it fetched
+ARD, PRODUCTS, COMPOSITES, ARDP, INPUTS = "ard", "products", "composites", "ardp", "inputs"
 
 
 class Outcome(TypedDict):
@@ -31,8 +33,12 @@ class Outcome(TypedDict):
     seconds: float
 
 
-def _ard(out: Path, params: dict[str, Any]) -> list[Path]:
-    scene = open_scene(params["path"])
+def _fetch(out: Path, params: dict[str, Any]) -> list[Path]:
+    return [fetch_scene(params["files"], out / INPUTS / params["scene"])]
+
+
+def _ard(out: Path, params: dict[str, Any], fetched: list[str]) -> list[Path]:
+    scene = open_scene(params.get("path") or fetched[0])
     options = ArdOptions(resolution=float(params["resolution"]), tiles=(params["tile"],))
     return [r.item_path for r in run_ard(scene, out / ARD, options) if r.item_path.exists()]
 
@@ -64,9 +70,12 @@ def execute(kind: str, params: dict[str, Any], out: str, needed_outputs: list[st
     cores: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     numba.set_num_threads(min(threads, cores))  # for this thread only
     folder = Path(out)
+    source = params.get("path") or (needed_outputs[0] if kind == "ard" and needed_outputs else None)
     try:
-        if kind == "ard":
-            made = _ard(folder, params)
+        if kind == "fetch":
+            made = _fetch(folder, params)
+        elif kind == "ard":
+            made = _ard(folder, params, needed_outputs)
         elif kind == "product":
             made = _product(folder, params, needed_outputs)
         elif kind == "composite":
@@ -76,10 +85,10 @@ def execute(kind: str, params: dict[str, Any], out: str, needed_outputs: list[st
         else:
             raise MusyqError(f"unknown task kind {kind!r}")
     except MusyqError as exc:
-        culprit = exc.path if isinstance(exc, InputError) else params.get("path")
+        culprit = exc.path if isinstance(exc, InputError) else source
         return Outcome(outputs=[], error=str(exc), failed_input=culprit, seconds=time.perf_counter() - began)
     except (ValueError, OSError, RuntimeError) as exc:  # a corrupt file deep inside a reader or GDAL
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return Outcome(outputs=[], error=detail, failed_input=params.get("path"),
+        return Outcome(outputs=[], error=detail, failed_input=source,
                        seconds=time.perf_counter() - began)
     return Outcome(outputs=[str(p) for p in made], error=None, failed_input=None, seconds=time.perf_counter() - began)

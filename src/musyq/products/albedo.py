@@ -19,8 +19,7 @@ from numpy.typing import NDArray
 
 from musyq.core.errors import MusyqError
 from musyq.core.sensors import get_sensor
-
-ALBEDO_PRODUCTS = ("ALBEDO", "BSA", "WSA")
+from musyq.products.names import ALBEDO_PRODUCTS
 
 
 class Mix(NamedTuple):

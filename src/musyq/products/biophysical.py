@@ -18,8 +18,8 @@ from numba import njit, prange
 from numpy.typing import NDArray
 
 from musyq.core.errors import MusyqError
+from musyq.products.names import VARIABLES
 
-VARIABLES = ("LAI", "FAPAR", "FCOVER")
 # the networks' reflectance inputs (Sentinel-2 B03, B04, B05, B06, B07, B8A, B11, B12) by harmonized name
 INPUT_BANDS = ("green", "red", "rededge1", "rededge2", "rededge3", "nir", "swir16", "swir22")
 INPUT_OUT_OF_DOMAIN, OUTPUT_BELOW, OUTPUT_ABOVE = 1, 2, 4  # quality bits

@@ -21,11 +21,12 @@ from musyq.core.errors import MusyqError
 from musyq.io.netcdf import NetcdfVariable, netcdf_variables, write_netcdf
 from musyq.io.output import Layer, write_cog
 from musyq.io.stac import AssetSpec, build_product_item, save_item, update_collection
-from musyq.products.albedo import ALBEDO_PRODUCTS, broadband, coefficients_for, spectral_albedo
-from musyq.products.biophysical import INPUT_BANDS, INPUT_OUT_OF_DOMAIN, OUTPUT_ABOVE, OUTPUT_BELOW, VARIABLES, \
+from musyq.products.albedo import broadband, coefficients_for, spectral_albedo
+from musyq.products.biophysical import INPUT_BANDS, INPUT_OUT_OF_DOMAIN, OUTPUT_ABOVE, OUTPUT_BELOW, \
     biophysical
 from musyq.products.fvc import MIN_PIXELS, EndMembers, end_members, fractional_cover
-from musyq.products.indices import catalog_name, compute_index, index_bands
+from musyq.products.indices import compute_index, index_bands
+from musyq.products.names import ALBEDO_PRODUCTS, VARIABLES, resolve_products
 from musyq.products.source import Source, find_sources, read_source
 
 PRODUCT_COLLECTION = "musyq-products"
@@ -66,24 +67,6 @@ class Made:
     flags: dict[int, str]
     description: str
     properties: dict[str, object]
-
-
-def resolve_products(names: Sequence[str]) -> list[str]:
-    """Product names as musyq spells them: its own (FVC, LAI, FAPAR, FCOVER, ALBEDO, BSA, WSA) in any case, and
-    the indices of the Awesome Spectral Indices catalog."""
-    own = ("FVC",) + VARIABLES + ALBEDO_PRODUCTS
-    resolved = []
-    for name in names:
-        for part in filter(None, (p.strip() for p in name.split(","))):
-            if part.upper() in own:
-                resolved.append(part.upper())
-                continue
-            name_in_catalog = catalog_name(part)
-            index_bands(name_in_catalog)  # raises for a name the catalog lacks
-            resolved.append(name_in_catalog)
-    if not resolved:
-        raise MusyqError("name at least one product (an index such as NDVI, or FVC, LAI, FAPAR, FCOVER, ALBEDO)")
-    return list(dict.fromkeys(resolved))
 
 
 def needed_bands(name: str) -> list[str]:

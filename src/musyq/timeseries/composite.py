@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from musyq.core.errors import MusyqError
+from musyq.timeseries.methods import METHODS
 
 CLEAR, WATER, CLOUD_SHADOW, SNOW, CLOUD = 1, 2, 3, 4, 5
 NO_CHOICE = -1
@@ -253,7 +254,6 @@ def medoid(block: Block, candidates: NDArray[np.bool_]) -> NDArray[np.int64]:
 
 Selector = Callable[[Block, NDArray[np.bool_]], NDArray[np.int64]]
 SELECTORS: dict[str, Selector] = {"medoid": medoid, "maxndvi": max_ndvi, "nearest-median": nearest_median}
-METHODS = ("bap", "median", *SELECTORS)
 
 
 def composite(block: Block, method: str, target: float, half_width: float,
