@@ -1,55 +1,85 @@
-"""Time an order of the bundled samples' every tile (16 ARD tasks at 900 m, Sentinel-2 and Landsat 8) on a local
-cluster of 1 and of 2 workers, each from a fresh output folder and store: wall time, the speed-up, and the
-overhead per task (wall time less the tasks' own time shared over the workers, per task; it holds planning-free
-scheduling, the store and the cluster start-up).
+"""Time an order of 16 ARD tasks on a local cluster of 1 and of 2 workers, each from a fresh output folder and
+store: the bundled Sentinel-2 sample acquired on 16 days (its band files linked, its tile metadata given a new
+time and product name each), made into 19UDP at 60 m.
 
-    python benchmarks/bench_orders.py
+Printed: wall time of ``musyq order run``, its fixed cost (the same command on the finished order: start-up,
+cluster, imports, teardown), the tasks' own time, the speed-up, and the overhead per task: wall time less the
+fixed cost and the tasks' time shared over the workers, per task (the store, the scheduler, submission).
+
+    python benchmarks/bench_orders.py [--resolution 60] [--scenes 16]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parents[1] / "src/musyq/data/samples"
+SAMPLE = Path(__file__).resolve().parents[1] / "src/musyq/data/samples/S2A_MSIL1C_20170729_T19UDP_900m"
 MUSYQ = str(Path(sys.executable).parent / "musyq")
 
 
-def run_once(workers: int) -> tuple[float, float, int]:
+def clone_scenes(inputs: Path, count: int) -> None:
+    info = json.loads((SAMPLE / "tileInfo.json").read_text())
+    first = datetime.fromisoformat(info["timestamp"].replace("Z", "+00:00"))
+    for day in range(count):
+        when = first + timedelta(days=day)
+        folder = inputs / f"S2A_MSIL1C_{when:%Y%m%d}_T19UDP_900m"
+        folder.mkdir()
+        for band in SAMPLE.glob("*.jp2"):
+            (folder / band.name).symlink_to(band)
+        stamp = when.strftime("%Y%m%dT%H%M%S")
+        (folder / "tileInfo.json").write_text(json.dumps(info | {
+            "timestamp": when.isoformat().replace("+00:00", "Z"),
+            "productName": f"S2A_MSIL1C_{stamp}_N0205_R111_T19UDP_{stamp}"}))
+
+
+def run_once(workers: int, resolution: float, scenes: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         inputs = folder / "inputs"
         inputs.mkdir()
-        for name in ("S2A_MSIL1C_20170729_T19UDP_900m", "LC08_L1TP_016037_20170813_20170814_01_RT_900m"):
-            (inputs / name).symlink_to(SAMPLES / name)
+        clone_scenes(inputs, scenes)
         db = folder / "orders.sqlite"
-        created = subprocess.run([MUSYQ, "order", "create", "--area", "-82,31,-68,50", "--from", "2017-07-01",
-                                  "--to", "2017-08-31", "--products", "SR", "--inputs", str(inputs), "--out",
-                                  str(folder / "out"), "--resolution", "900", "--db", str(db)],
+        created = subprocess.run([MUSYQ, "order", "create", "--area", "-69.9,48.0,-69.1,48.9", "--from",
+                                  "2017-07-01", "--to", "2017-12-31", "--products", "SR", "--inputs", str(inputs),
+                                  "--out", str(folder / "out"), "--resolution", str(resolution), "--db", str(db)],
                                  capture_output=True, text=True, check=True)
         order = created.stdout.split()[-1]
+        command = [MUSYQ, "order", "run", order, "--workers", str(workers), "--db", str(db)]
         start = time.perf_counter()
-        subprocess.run([MUSYQ, "order", "run", order, "--workers", str(workers), "--db", str(db)],
-                       capture_output=True, check=True)
+        subprocess.run(command, capture_output=True, check=True)
         wall = time.perf_counter() - start
+        start = time.perf_counter()
+        subprocess.run(command, capture_output=True, check=True)  # every task done: the fixed cost alone
+        fixed = time.perf_counter() - start
         with sqlite3.connect(db) as connection:
-            seconds = [s for (s,) in connection.execute("SELECT seconds FROM tasks")]
-    return wall, sum(seconds), len(seconds)
+            seconds = [s for (s,) in connection.execute("SELECT seconds FROM tasks WHERE kind = 'ard'")]
+    work = sum(seconds)
+    return {"wall": wall, "fixed": fixed, "work": work, "tasks": len(seconds),
+            "overhead": (wall - fixed - work / workers) / len(seconds)}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--resolution", type=float, default=60.0)
+    parser.add_argument("--scenes", type=int, default=16)
+    args = parser.parse_args()
     results = {}
     for workers in (1, 2):
-        wall, work, tasks = run_once(workers)
-        results[workers] = wall
-        overhead = (wall - work / workers) / tasks
-        print(f"{workers} worker(s): {tasks} tasks, wall {wall:6.1f} s, task time {work:6.1f} s, "
-              f"overhead {overhead:.2f} s per task (cluster start-up included)")
-    print(f"speed-up with 2 workers: {results[1] / results[2]:.2f}x")
+        r = run_once(workers, args.resolution, args.scenes)
+        results[workers] = r
+        print(f"{workers} worker(s): {r['tasks']:.0f} ARD tasks at {args.resolution:g} m, wall {r['wall']:6.1f} s "
+              f"(fixed {r['fixed']:.1f} s), task time {r['work']:6.1f} s, overhead {r['overhead']:.3f} s per task")
+    print(f"speed-up with 2 workers: {results[1]['wall'] / results[2]['wall']:.2f}x (wall), "
+          f"{(results[1]['wall'] - results[1]['fixed']) / (results[2]['wall'] - results[2]['fixed']):.2f}x "
+          "(less the fixed cost)")
 
 
 if __name__ == "__main__":

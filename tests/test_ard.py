@@ -145,7 +145,7 @@ def test_demo_with_a_relative_output_folder(tmp_path: Path, monkeypatch: pytest.
     output = run("demo", "--out", "demo-out")
     assert "[exit 0]" in output
     out = tmp_path / "demo-out"
-    items = sorted(out.glob("*/*/*.json"))
+    items = sorted(p for p in out.glob("*/*/*.json") if p.parts[-3] != "order")
     report = (out / "report.html").read_text()
     collection = pystac.Collection.from_file(str(out / "collection.json"))
     linked = list(collection.get_items())
@@ -161,6 +161,10 @@ def test_demo_with_a_relative_output_folder(tmp_path: Path, monkeypatch: pytest.
     assert report.count("cloud ") >= len(items)
     listed = re.findall(r"<code>([^<]+)</code>", report)
     assert len(listed) >= 3 * len(items) and all((out / name).is_file() for name in listed)
+    # and an order on a local cluster: the 900 m samples' three tiles, ARD, NDVI and a composite each
+    assert "order 1: 9 done, 0 failed" in " ".join(output.split())
+    composites = list(pystac.Collection.from_file(str(out / "order" / "composites" / "collection.json")).get_items())
+    assert sorted(i.properties["mgrs:tile"] for i in composites) == ["17SNS", "17SPS", "19UDP"]
 
 
 def test_plain_band_stack_with_user_given_sensor_and_time(samples: Path, tmp_path: Path) -> None:

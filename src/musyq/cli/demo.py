@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -16,6 +16,10 @@ from musyq.io.report import write_report
 from musyq.products.make import ProductOptions, make_products
 
 DEMO_PRODUCTS = ("NDVI", "FVC", "LAI", "FAPAR", "ALBEDO")
+# the order: parts of both 900 m samples (samples/demo-area.geojson: Quebec and South Carolina), ARD then NDVI
+# and best-available-pixel composites
+ORDER_PERIOD = (date(2017, 7, 1), date(2017, 8, 31))
+ORDER_PRODUCTS = ("SR", "NDVI", "BAP")
 # The Sentinel-2 crop has no metadata; its time is the usual overpass, 10:30 local solar time (15:35 UTC).
 CROP_TIME = datetime(2016, 1, 12, 15, 35)
 
@@ -24,8 +28,9 @@ def demo(
     out: Path = typer.Option(Path("musyq-demo"), "--out", "-o", help="Output folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo tiles that are already finished."),
 ) -> None:
-    """Run `musyq ard` on the bundled Sentinel-2 and Landsat samples, write an HTML report, and make NDVI, FVC,
-    LAI, FAPAR and albedo with their uncertainty (COG + STAC and NetCDF) in OUT/products."""
+    """Run `musyq ard` on the bundled Sentinel-2 and Landsat samples, write an HTML report, make NDVI, FVC,
+    LAI, FAPAR and albedo with their uncertainty (COG + STAC and NetCDF) in OUT/products, then run an order of
+    ARD, NDVI and composites of the 900 m samples on a local Dask cluster (OUT/order, OUT/orders.sqlite)."""
     samples = Path(str(resources.files("musyq").joinpath("data", "samples")))
     runs = [
         ([samples / "S2A_MSIL1C_20170729_T19UDP_900m"], ArdOptions(resolution=900, overwrite=overwrite), None),
@@ -46,3 +51,29 @@ def demo(
     console.print(f"report:     {report.resolve()}")
     console.print(f"catalogue:  {(out / 'collection.json').resolve()}")
     console.print(f"products:   {len(products)} file(s), {(out / 'products' / 'collection.json').resolve()}")
+    _order(out, samples)
+
+
+def _order(out: Path, samples: Path) -> None:
+    """Place the demo order once and run it; a rerun finds it done and runs nothing."""
+    from musyq.cli.order import print_plan, run_with_progress
+    from musyq.production.area import read_area
+    from musyq.production.orders import place_order
+    from musyq.production.store import Store
+
+    folder = (out / "order").resolve()
+    with user_errors():
+        store = Store(out / "orders.sqlite")
+        placed = [o.id for o in store.orders() if o.out == str(folder)]
+        if placed:
+            order_id = placed[-1]
+        else:
+            order_id, plan = place_order(store, read_area(str(samples / "demo-area.geojson")), *ORDER_PERIOD, ORDER_PRODUCTS, [], 900.0,
+                                         [str(samples)], folder)
+            print_plan(order_id, plan)
+        summary = run_with_progress(store, order_id)
+        store.close()
+    if summary.failed:
+        raise typer.Exit(1)
+    console.print(f"order:      {folder / 'ard' / 'collection.json'}, {folder / 'composites' / 'collection.json'}; "
+                  f"musyq order show {order_id} --db {(out / 'orders.sqlite').resolve()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn,
@@ -11,7 +12,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.table import Table
 
 from musyq.cli.options import console, iso_date, user_errors
-from musyq.core.errors import MusyqError
+
+if TYPE_CHECKING:
+    from musyq.production.plan import Plan
+    from musyq.production.run import RunSummary
+    from musyq.production.store import Store
 
 # The production stage (SQLAlchemy, Alembic, distributed: seconds to import) is imported by the order
 # commands themselves, so that every other musyq command starts without it.
@@ -31,10 +36,6 @@ def _size(count: float) -> str:
     return f"{count:.1f} TB"
 
 
-def _absolute(source: str) -> str:
-    return source if "://" in source else str(Path(source).resolve())
-
-
 @app.command("create")
 def create(
     area: str = typer.Option(..., "--area", help="W,S,E,N in degrees, or a GeoJSON, GeoPackage or shapefile."),
@@ -51,22 +52,19 @@ def create(
 ) -> None:
     """Plan an order, print the plan and store it."""
     from musyq.production.area import read_area
-    from musyq.production.plan import plan_order
-    from musyq.production.store import Order, Store
+    from musyq.production.orders import place_order
+    from musyq.production.store import Store
 
     with user_errors():
         start, end = iso_date(first, "--from"), iso_date(last, "--to")
-        region = read_area(area)
         names = [p.strip() for p in products.split(",") if p.strip()]
         chosen = [s.strip() for s in sensors.split(",") if s.strip()]
-        if not resolution > 0:
-            raise MusyqError(f"--resolution must be positive, not {resolution}")
-        plan = plan_order(inputs, region, start, end, names, chosen or None, resolution)
-        store = Store(db)
-        order = Order(area=region.wkt, start=start.isoformat(), end=end.isoformat(), products=names, sensors=chosen,
-                      resolution=resolution, inputs=[_absolute(i) for i in inputs], out=str(out.resolve()))
-        order_id = store.add_order(order, [{"key": t.key, "kind": t.kind, "params": t.params,
-                                            "depends": list(t.depends)} for t in plan.tasks])
+        order_id, plan = place_order(Store(db), read_area(area), start, end, names, chosen, resolution, inputs, out)
+    print_plan(order_id, plan)
+    typer.echo(order_id)
+
+
+def print_plan(order_id: int, plan: Plan) -> None:
     counts = ", ".join(f"{n} {k}" for k, n in plan.counts().items())
     console.print(f"[bold green]order {order_id}[/]: {plan.scenes} scene(s), {len(plan.tiles)} tile(s) "
                   f"({', '.join(plan.tiles)}); tasks: {counts}")
@@ -75,7 +73,6 @@ def create(
         console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
     if len(plan.skipped) > SKIPPED_SHOWN:
         console.print(f"[yellow]skipped[/] {len(plan.skipped) - SKIPPED_SHOWN} more input(s)")
-    typer.echo(order_id)
 
 
 @app.command("run")
@@ -87,35 +84,41 @@ def run(
     db: str | None = DbOption,
 ) -> None:
     """Run the order's unfinished tasks."""
-    from musyq.production.run import Event, run_order
     from musyq.production.store import Store
 
     with user_errors():
-        store = Store(db)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as bar:
-            overall = bar.add_task(f"order {order_id}", total=None)
-            rows: dict[str, TaskID] = {}
+        summary = run_with_progress(Store(db), order_id, scheduler, workers)
+    if summary.failed:
+        raise typer.Exit(1)
 
-            def show(event: Event) -> None:
-                bar.update(overall, completed=event.finished, total=event.total)
-                if event.state == "running":
-                    rows[event.key] = bar.add_task(f"  {event.key}", total=None)
-                    return
-                if event.key in rows:
-                    bar.remove_task(rows.pop(event.key))
-                if event.state == "failed":
-                    bar.console.print(f"[red]failed[/] {event.key}: {event.message}", soft_wrap=True,
-                                      highlight=False)
-                elif event.state == "retrying":
-                    bar.console.print(f"[yellow]retrying[/] {event.key}: {event.message}", highlight=False)
 
-            summary = run_order(store, order_id, scheduler, workers, show)
+def run_with_progress(store: Store, order_id: int, scheduler: str | None = None,
+                      workers: int | None = None) -> RunSummary:
+    """Run an order with a bar for the order and a line for each running task; failures are told as they come."""
+    from musyq.production.run import Event, run_order
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        overall = bar.add_task(f"order {order_id}", total=None)
+        rows: dict[str, TaskID] = {}
+
+        def show(event: Event) -> None:
+            bar.update(overall, completed=event.finished, total=event.total)
+            if event.state == "running":
+                rows[event.key] = bar.add_task(f"  {event.key}", total=None)
+                return
+            if event.key in rows:
+                bar.remove_task(rows.pop(event.key))
+            if event.state == "failed":
+                bar.console.print(f"[red]failed[/] {event.key}: {event.message}", soft_wrap=True, highlight=False)
+            elif event.state == "retrying":
+                bar.console.print(f"[yellow]retrying[/] {event.key}: {event.message}", highlight=False)
+
+        summary = run_order(store, order_id, scheduler, workers, show)
     colour = "green" if summary.failed == 0 else "red"
     console.print(f"[bold {colour}]order {order_id}:[/] {summary.done} done, {summary.failed} failed; "
                   f"{summary.ran} task(s) ran now, {summary.retried} retried")
-    if summary.failed:
-        raise typer.Exit(1)
+    return summary
 
 
 @app.command("list")

@@ -78,6 +78,10 @@ def threads_per_task(client: Client) -> int:
     return max(1, min((host_cores[h] // n for h, n in slots.items() if n), default=1))
 
 
+def _told(warnings: list[str]) -> str:
+    return "\n".join(f"warning: {w}" for w in warnings)
+
+
 class _Graph:
     """The order's tasks, with counts of unfinished needs, so that the ready ones are found without a scan."""
 
@@ -191,13 +195,13 @@ def run_order(store: Store, order_id: int, scheduler: str | None = None, workers
                 continue
             except Exception as exc:  # a fault in the task itself: running it again would fail the same way
                 outcome = Outcome(outputs=[], error="".join(traceback.format_exception(exc)).strip(),
-                                  failed_input=None, seconds=0.0)
+                                  failed_input=None, warnings=[], seconds=0.0)
             ran += 1
             finished += 1
             if outcome["error"] is None:
                 task.state, task.outputs = "done", outcome["outputs"]
                 store.update_task(task.id, state="done", finished=now(), seconds=outcome["seconds"],
-                                  outputs=outcome["outputs"], log="")
+                                  outputs=outcome["outputs"], log=_told(outcome["warnings"]))
                 items = [Path(p) for p in outcome["outputs"] if p.endswith(".json")]
                 if items:
                     written.setdefault(task.kind, []).extend(items)
@@ -208,7 +212,8 @@ def run_order(store: Store, order_id: int, scheduler: str | None = None, workers
             else:
                 task.state = "failed"
                 store.update_task(task.id, state="failed", finished=now(), seconds=outcome["seconds"],
-                                  log=outcome["error"], failed_input=outcome["failed_input"])
+                                  log="\n".join(filter(None, (outcome["error"], _told(outcome["warnings"])))),
+                                  failed_input=outcome["failed_input"])
                 tell(task, "failed", outcome["error"].splitlines()[-1])
                 fail_downstream(task)
             submit_ready()
