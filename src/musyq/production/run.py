@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from distributed import Client, Future, LocalCluster, as_completed
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
@@ -24,7 +25,7 @@ from musyq.products.make import PRODUCT_COLLECTION, PRODUCT_DESCRIPTION
 from musyq.timeseries.tiles import ARDP_COLLECTION, ARDP_DESCRIPTION, COMPOSITE_COLLECTION, COMPOSITE_DESCRIPTION
 
 MAX_ATTEMPTS = 3
-WORKER_MEMORY = "6GiB"
+WORKER_MEMORY = 6 * 2**30  # bytes a local worker may hold at most; less where the machine's memory is shared out
 WORKER_WAIT_S = 120
 CATALOGS = {"ard": (ARD, "musyq-ard", None), "product": (PRODUCTS, PRODUCT_COLLECTION, PRODUCT_DESCRIPTION),
             "composite": (COMPOSITES, COMPOSITE_COLLECTION, COMPOSITE_DESCRIPTION),
@@ -61,8 +62,10 @@ def _client(scheduler: str | None, workers: int | None) -> tuple[Client, LocalCl
             raise MusyqError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         return client, None
     # importing the stages at start-up, not in the first task, keeps the task timings honest
-    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                           memory_limit=WORKER_MEMORY, dashboard_address=None, preload=["musyq.production.tasks"])
+    count = workers or os.cpu_count() or 1
+    memory = min(WORKER_MEMORY, int(0.9 * psutil.virtual_memory().total / count))
+    cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, memory_limit=memory,
+                           dashboard_address=None, preload=["musyq.production.tasks"])
     return Client(cluster), cluster
 
 
