@@ -7,7 +7,7 @@ from pathlib import Path
 
 import musyq
 
-STAGES = ("core", "io", "ard", "timeseries", "products", "production", "cli")  # bottom to top
+STAGES = ("core", "io", "ard", "timeseries", "products", "production", "portal", "cli")  # bottom to top
 PACKAGE = Path(musyq.__file__).parent
 
 

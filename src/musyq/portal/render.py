@@ -1,0 +1,163 @@
+"""What the portal draws and reads from COGs: web-mercator tiles of bands, of the quality codes and of band-math
+expressions (rio-tiler reads the overview that fits the zoom), a pixel's values, and a pixel's series."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from pyproj import Transformer
+from rasterio.windows import Window
+from rio_tiler.colormap import cmap
+from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.io import Reader
+from rio_tiler.models import ImageData
+
+from musyq.core.errors import MusyqError
+from musyq.portal.catalog import Asset, Item
+from musyq.products.expression import Expression
+
+TILE_SIZE = 256
+# the quality codes (fill, clear, water, shadow, snow, cloud) as an overlay: clear is left transparent
+QUALITY_COLOURS = {0: (0, 0, 0, 0), 1: (0, 0, 0, 0), 2: (30, 90, 200, 170), 3: (90, 60, 30, 170),
+                   4: (120, 230, 255, 200), 5: (255, 255, 255, 200)}
+CLEAR, WATER = 1, 2
+
+
+class RequestError(MusyqError, ValueError):
+    """A request the portal cannot draw or read (a band it lacks, a bad stretch, a point off the item)."""
+
+
+def band_indexes(asset: Asset, names: Sequence[str]) -> tuple[int, ...]:
+    """1-based band indexes of band names (or of 1-based numbers) in an asset."""
+    indexes = []
+    for name in names:
+        if name in asset.bands:
+            indexes.append(asset.bands.index(name) + 1)
+        elif name.isdigit() and 1 <= int(name) <= max(len(asset.bands), 1):
+            indexes.append(int(name))
+        else:
+            raise RequestError(f"asset {asset.key!r} has no band {name!r}; it has {', '.join(asset.bands) or '1'}")
+    return tuple(indexes)
+
+
+def _read_tile(asset: Asset, indexes: Sequence[int], x: int, y: int, z: int) -> ImageData | None:
+    with Reader(str(asset.path)) as source:
+        try:
+            image: ImageData = source.tile(x, y, z, indexes=tuple(indexes), tilesize=TILE_SIZE, unscale=True)
+        except TileOutsideBounds:
+            return None
+    return image
+
+
+def empty_tile() -> bytes:
+    """A transparent tile, for tiles off the item."""
+    nothing = np.ma.MaskedArray(np.zeros((1, TILE_SIZE, TILE_SIZE), np.uint8), mask=True)
+    return ImageData(nothing).render(img_format="PNG")
+
+
+def band_tile(asset: Asset, names: Sequence[str], x: int, y: int, z: int, stretch: tuple[float, float],
+              colormap: str | None) -> bytes:
+    """One band with a colour map, or three as red, green and blue, stretched linearly."""
+    if len(names) not in (1, 3):
+        raise RequestError("name one band (with a colour map) or three (red, green, blue)")
+    if colormap is not None and colormap not in cmap.list():
+        raise RequestError(f"unknown colour map {colormap!r}")
+    image = _read_tile(asset, band_indexes(asset, names), x, y, z)
+    if image is None:
+        return empty_tile()
+    image.rescale(in_range=(stretch,) * image.count)
+    return image.render(img_format="PNG", colormap=cmap.get(colormap) if colormap and image.count == 1 else None)
+
+
+def quality_tile(asset: Asset, x: int, y: int, z: int) -> bytes:
+    image = _read_tile(asset, (1,), x, y, z)
+    if image is None:
+        return empty_tile()
+    codes = np.ma.filled(image.array, 0).astype(np.uint8)
+    return ImageData(codes).render(img_format="PNG", colormap=QUALITY_COLOURS)
+
+
+def expression_values(asset: Asset, expression: Expression, x: int, y: int, z: int) -> ImageData | None:
+    image = _read_tile(asset, band_indexes(asset, expression.bands), x, y, z) if expression.bands else None
+    if image is None:
+        return None
+    values = {b: np.ma.filled(image.array[i].astype(np.float64), np.nan) for i, b in enumerate(expression.bands)}
+    result = expression.evaluate(values)
+    return ImageData(np.ma.masked_invalid(result[None]), bounds=image.bounds, crs=image.crs)
+
+
+def expression_tile(asset: Asset, expression: Expression, x: int, y: int, z: int, stretch: tuple[float, float],
+                    colormap: str) -> bytes:
+    if colormap not in cmap.list():
+        raise RequestError(f"unknown colour map {colormap!r}")
+    image = expression_values(asset, expression, x, y, z)
+    if image is None:
+        return empty_tile()
+    image.rescale(in_range=(stretch,))
+    return image.render(img_format="PNG", colormap=cmap.get(colormap))
+
+
+@dataclass(frozen=True)
+class Pixel:
+    row: int
+    col: int
+    values: dict[str, float | None]
+
+
+def pixel_values(asset: Asset, lon: float, lat: float) -> Pixel | None:
+    """The asset's values (scaled to physical units) at a point, or None off its grid."""
+    with rasterio.open(asset.path) as source:
+        x, y = Transformer.from_crs("EPSG:4326", source.crs, always_xy=True).transform(lon, lat)
+        row, col = source.index(x, y)
+        if not (0 <= row < source.height and 0 <= col < source.width):
+            return None
+        raw = source.read(window=Window(col, row, 1, 1))[:, 0, 0].astype(np.float64)
+        scales, offsets, nodata = source.scales, source.offsets, source.nodata
+    names = asset.bands or tuple(f"band{i + 1}" for i in range(raw.size))
+    values: dict[str, float | None] = {}
+    for i, name in enumerate(names):
+        empty = nodata is not None and (raw[i] == nodata or (np.isnan(nodata) and np.isnan(raw[i])))
+        # rounded to the precision of a 16-bit scaled value and more: 0.1031, not 0.10310000000000001
+        values[name] = None if empty or not np.isfinite(raw[i]) else round(float(raw[i] * scales[i] + offsets[i]), 7)
+    return Pixel(int(row), int(col), values)
+
+
+@dataclass(frozen=True)
+class Observation:
+    datetime: str
+    item: str
+    sensor: str
+    value: float | None
+    state: str  # observed (clear), flagged (cloud, shadow, snow, water) or filled (reconstructed)
+    quality: int | None
+
+
+def point_series(items: Sequence[Item], lon: float, lat: float, asset_key: str, band: str) -> list[Observation]:
+    """A pixel's values through time across sensors: clear observations, flagged ones, and filled months."""
+    series = []
+    for item in sorted(items, key=lambda i: i.datetime):
+        if asset_key not in item.assets or not (item.bbox[0] <= lon <= item.bbox[2]
+                                                and item.bbox[1] <= lat <= item.bbox[3]):
+            continue
+        asset = item.assets[asset_key]
+        if band not in asset.bands:
+            continue
+        pixel = pixel_values(asset, lon, lat)
+        if pixel is None:
+            continue
+        value = pixel.values[band]
+        quality = None
+        if "MASK" in item.assets:
+            mask = pixel_values(item.assets["MASK"], lon, lat)
+            code = None if mask is None else next(iter(mask.values.values()))  # the first band: the codes
+            quality = None if code is None else int(code)
+        if value is None and quality in (None, 0):
+            continue
+        filled = bool(item.properties.get("musyq:reconstructed")) or asset_key == "ARDP" or "FLAG" in item.assets
+        state = "filled" if filled else "observed" if quality in (None, CLEAR) else "flagged"
+        series.append(Observation(item.datetime.isoformat(), item.id, item.id.split(".")[0], value, state,
+                                  quality))
+    return series

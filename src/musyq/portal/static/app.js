@@ -1,0 +1,139 @@
+// The musyq portal page: a Leaflet map of one catalog item at a time, layers drawn by the server's tile API,
+// an inspector with the clicked pixel's values and series, and downloads. No other library, no CDN.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const map = L.map("map", { zoomControl: true }).setView([20, 0], 2);
+let items = [];
+let layer = null;
+let overlay = null;
+let marker = null;
+
+function say(text) { $("message").textContent = text || ""; }
+
+async function getJson(url) {
+  const response = await fetch(url);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.detail || response.statusText);
+  return body;
+}
+
+function current() { return items[Number($("date").value)]; }
+
+function imageAsset(item) {
+  if (item.assets.SR) return "SR";
+  const withBands = Object.keys(item.assets).filter((k) => item.assets[k].bands.length && item.assets[k].type.startsWith("image/tiff"));
+  return withBands[0] || Object.keys(item.assets)[0];
+}
+
+function itemPath(item) { return `${encodeURIComponent(item.collection)}/${encodeURIComponent(item.id)}`; }
+
+async function layerUrl(item) {
+  const asset = imageAsset(item);
+  const base = `/api/tiles/${itemPath(item)}/${encodeURIComponent(asset)}/{z}/{x}/{y}.png`;
+  const rescale = encodeURIComponent($("rescale").value);
+  const colormap = encodeURIComponent($("colormap").value);
+  const kind = $("layer").value;
+  if (kind === "rgb") return `${base}?bands=red,green,blue&rescale=${rescale}`;
+  if (kind === "false") return `${base}?bands=nir,red,green&rescale=${rescale}`;
+  if (kind === "band") return `${base}?bands=${encodeURIComponent($("band").value)}&rescale=${rescale}&colormap=${colormap}`;
+  const expression = $("expression").value;
+  await getJson(`/api/expression/check?key=${encodeURIComponent(item.collection)}&item_id=${encodeURIComponent(item.id)}` +
+    `&asset=${encodeURIComponent(asset)}&expression=${encodeURIComponent(expression)}`);
+  return `/api/expression/${itemPath(item)}/${encodeURIComponent(asset)}/{z}/{x}/{y}.png?expression=` +
+    `${encodeURIComponent(expression)}&rescale=${rescale}&colormap=${colormap}`;
+}
+
+function legend(item) {
+  const kind = $("layer").value;
+  const lines = [];
+  if (kind === "band" || kind === "expression") lines.push(`${$("colormap").value}: ${$("rescale").value.replace(",", " → ")}`);
+  else lines.push(`${kind === "rgb" ? "red, green, blue" : "nir, red, green"}: ${$("rescale").value.replace(",", " → ")}`);
+  if ($("quality").checked) lines.push("quality: water blue, shadow brown, snow cyan, cloud white");
+  $("legend").textContent = lines.join(" · ");
+  $("date-label").textContent = `${item.datetime.slice(0, 10)} ${item.sensor} ${item.tile || ""}`;
+}
+
+async function draw(fit) {
+  const item = current();
+  if (!item) return;
+  say("");
+  $("band-row").style.display = $("layer").value === "band" ? "" : "none";
+  $("expression-row").style.display = $("layer").value === "expression" ? "" : "none";
+  const bands = item.assets[imageAsset(item)].bands;
+  if ($("band").dataset.item !== item.id) {
+    $("band").innerHTML = bands.map((b) => `<option>${b}</option>`).join("");
+    $("band").dataset.item = item.id;
+  }
+  let url;
+  try { url = await layerUrl(item); } catch (error) { say(error.message); return; }
+  if (layer) map.removeLayer(layer);
+  layer = L.tileLayer(url, { maxZoom: 22, tileSize: 256, className: "musyq-layer" }).addTo(map);
+  layer.on("tileerror", () => say("a tile could not be drawn"));
+  if (overlay) { map.removeLayer(overlay); overlay = null; }
+  if ($("quality").checked && item.assets.MASK) {
+    overlay = L.tileLayer(`/api/quality/${itemPath(item)}/{z}/{x}/{y}.png`, { maxZoom: 22 }).addTo(map);
+  }
+  if (fit) map.fitBounds([[item.bbox[1], item.bbox[0]], [item.bbox[3], item.bbox[2]]]);
+  legend(item);
+  $("downloads").innerHTML = Object.keys(item.assets).map((k) =>
+    `<a href="/api/download/${itemPath(item)}/${encodeURIComponent(k)}" download>${k}</a>`).join("") +
+    `<a href="/api/collections/${itemPath(item).replace("/", "/items/")}" download>STAC item</a>`;
+}
+
+function chart(series, band) {
+  const svg = $("chart");
+  const width = Number(svg.getAttribute("width"));
+  const height = Number(svg.getAttribute("height"));
+  const points = series.filter((p) => p.value !== null);
+  if (!points.length) { svg.innerHTML = `<text x="10" y="20">no values</text>`; return; }
+  const times = points.map((p) => Date.parse(p.datetime));
+  const values = points.map((p) => p.value);
+  const [t0, t1] = [Math.min(...times), Math.max(...times) + 1];
+  const [v0, v1] = [Math.min(...values), Math.max(...values) + 1e-9];
+  const x = (t) => 30 + (width - 40) * (t - t0) / (t1 - t0);
+  const y = (v) => height - 20 - (height - 30) * (v - v0) / (v1 - v0);
+  const colour = { observed: "#1b7837", flagged: "#b2182b", filled: "#2166ac" };
+  svg.innerHTML = `<text x="30" y="12">${band}, ${points.length} dates</text>` +
+    `<text x="2" y="${y(v1) + 4}">${v1.toFixed(2)}</text><text x="2" y="${y(v0)}">${v0.toFixed(2)}</text>` +
+    points.map((p, i) => `<circle class="point ${p.state}" cx="${x(times[i])}" cy="${y(p.value)}" r="3" ` +
+      `fill="${colour[p.state]}"><title>${p.datetime.slice(0, 10)} ${p.sensor} ${p.value.toFixed(4)} ${p.state}</title></circle>`).join("");
+}
+
+map.on("click", async (event) => {
+  const item = current();
+  if (!item) return;
+  const { lat, lng } = event.latlng;
+  if (marker) map.removeLayer(marker);
+  marker = L.circleMarker([lat, lng], { radius: 5 }).addTo(map);
+  const band = $("layer").value === "band" ? $("band").value : "nir";
+  try {
+    const point = await getJson(`/api/point/${itemPath(item)}?lon=${lng}&lat=${lat}`);
+    const rows = Object.entries(point.values[imageAsset(item)] || {}).map(([k, v]) =>
+      `<tr><td>${k}</td><td>${v === null ? "–" : v.toFixed(4)}</td></tr>`).join("");
+    $("inspector").innerHTML = `<div>${lat.toFixed(5)}, ${lng.toFixed(5)} on ${point.datetime.slice(0, 10)}</div><table>${rows}</table>`;
+    const series = await getJson(`/api/series?lon=${lng}&lat=${lat}&collections=${encodeURIComponent(item.collection)}` +
+      `&asset=${encodeURIComponent(imageAsset(item))}&band=${encodeURIComponent(band)}` + (item.tile ? `&tile=${item.tile}` : ""));
+    chart(series.series, band);
+  } catch (error) { $("inspector").textContent = error.message; }
+});
+
+async function loadCollection() {
+  items = await getJson(`/api/collections/${encodeURIComponent($("collection").value)}/items?limit=1000`);
+  $("date").max = Math.max(items.length - 1, 0);
+  $("date").value = 0;
+  await draw(true);
+}
+
+async function start() {
+  const collections = await getJson("/api/collections");
+  $("collection").innerHTML = collections.filter((c) => c.items).map((c) =>
+    `<option value="${c.key}">${c.id} (${c.key}, ${c.items})</option>`).join("");
+  await loadCollection();
+}
+
+$("collection").addEventListener("change", loadCollection);
+$("date").addEventListener("input", () => draw(false));
+for (const id of ["layer", "band", "rescale", "colormap", "quality"]) $(id).addEventListener("change", () => draw(false));
+$("expression").addEventListener("change", () => draw(false));
+start().catch((error) => say(error.message));
