@@ -4,8 +4,9 @@ time and product name each), made into 19UDP at 60 m.
 
 Three runs: one worker whose kernels use one core (the scaling baseline), one worker whose kernels use every
 core (what ``--workers 1`` gives), and two workers (one core each, on 2 cores). Printed: wall time of ``musyq order run``, its fixed cost (the same command on the finished order: start-up,
-cluster, imports, teardown), the tasks' own time, the speed-up, and the overhead per task: wall time less the
-fixed cost and the tasks' time shared over the workers, per task (the store, the scheduler, submission).
+cluster, imports, teardown), the tasks' own time, the speed-up, and the overhead per task: the span from the
+first task's submission to the last one's end, less the tasks' own time shared over the workers, per task (the
+store's updates, the scheduler's round trips, submission).
 
     python benchmarks/bench_orders.py [--resolution 60] [--scenes 16]
 """
@@ -63,10 +64,11 @@ def run_once(workers: int, resolution: float, scenes: int, kernel_threads: int |
         subprocess.run(command, capture_output=True, check=True, env=environment)  # all done: the fixed cost
         fixed = time.perf_counter() - start
         with sqlite3.connect(db) as connection:
-            seconds = [s for (s,) in connection.execute("SELECT seconds FROM tasks WHERE kind = 'ard'")]
-    work = sum(seconds)
-    return {"wall": wall, "fixed": fixed, "work": work, "tasks": len(seconds),
-            "overhead": (wall - fixed - work / workers) / len(seconds)}
+            rows = connection.execute("SELECT seconds, started, finished FROM tasks WHERE kind = 'ard'").fetchall()
+    work = sum(r[0] for r in rows)
+    span = (max(datetime.fromisoformat(r[2]) for r in rows) - min(datetime.fromisoformat(r[1]) for r in rows))
+    return {"wall": wall, "fixed": fixed, "work": work, "tasks": len(rows),
+            "overhead": (span.total_seconds() - work / workers) / len(rows)}
 
 
 def main() -> None:

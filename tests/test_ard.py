@@ -163,6 +163,7 @@ def test_demo_with_a_relative_output_folder(tmp_path: Path, monkeypatch: pytest.
     assert len(listed) >= 3 * len(items) and all((out / name).is_file() for name in listed)
     # and an order on a local cluster: the 900 m samples' three tiles, ARD, NDVI and a composite each
     assert "order 1: 9 done, 0 failed" in " ".join(output.split())
+    assert f"musyqserve--catalog{out}" in "".join(output.split())  # how to open the portal on it
     composites = list(pystac.Collection.from_file(str(out / "order" / "composites" / "collection.json")).get_items())
     assert sorted(i.properties["mgrs:tile"] for i in composites) == ["17SNS", "17SPS", "19UDP"]
 

@@ -77,3 +77,4 @@ def _order(out: Path, samples: Path) -> None:
         raise typer.Exit(1)
     console.print(f"order:      {folder / 'ard' / 'collection.json'}, {folder / 'composites' / 'collection.json'}; "
                   f"musyq order show {order_id} --db {(out / 'orders.sqlite').resolve()}")
+    console.print(f"portal:     musyq serve --catalog {out.resolve()}  (then open http://127.0.0.1:8000/)")

@@ -135,6 +135,10 @@ def run_order(store: Store, order_id: int, scheduler: str | None = None, workers
     running: dict[Future[Outcome], Task] = {}
     ran = retried = 0
     written: dict[str, list[Path]] = {}
+    # ARD items not yet in the ARD catalog, listed in batches rather than one rewrite a task; an earlier run killed
+    # before it listed its items left them to this one
+    unlisted = [Path(p) for t in graph.tasks.values() if t.kind == "ard" and t.state == "done"
+                for p in t.outputs if p.endswith(".json") and Path(p).exists()]
 
     def tell(task: Task, state: str, message: str = "") -> None:
         if progress:
@@ -159,10 +163,14 @@ def run_order(store: Store, order_id: int, scheduler: str | None = None, workers
                 fail_downstream(task)
 
         def submit_ready() -> None:
+            nonlocal unlisted
             while graph.ready and len(running) < limit:
                 task = graph.tasks[graph.ready.popleft()]
                 if task.state != "planned":
                     continue
+                if task.kind in ("composite", "reconstruct") and unlisted:  # they read the ARD catalog
+                    update_collection(out / ARD, unlisted)
+                    unlisted = []
                 inputs = [o for k in task.depends for o in graph.tasks[k].outputs]
                 future = client.submit(execute, task.kind, task.params, str(out), inputs, threads,
                                        key=f"musyq-{order_id}-{task.id}-{task.attempts}", pure=False)
@@ -208,8 +216,8 @@ def run_order(store: Store, order_id: int, scheduler: str | None = None, workers
                 items = [Path(p) for p in outcome["outputs"] if p.endswith(".json")]
                 if items:
                     written.setdefault(task.kind, []).extend(items)
-                    if task.kind == "ard":  # composites and ARD+ of the tile read this catalog
-                        update_collection(out / ARD, items)
+                    if task.kind == "ard":
+                        unlisted += items
                 graph.finished(task.key)
                 tell(task, "done", f"{outcome['seconds']:.1f} s")
             else:
@@ -224,6 +232,8 @@ def run_order(store: Store, order_id: int, scheduler: str | None = None, workers
         client.close()
         if cluster is not None:
             cluster.close()
+    if unlisted:
+        update_collection(out / ARD, unlisted)
     for kind, items in written.items():
         if kind != "ard":
             folder, collection, description = CATALOGS[kind]
