@@ -348,3 +348,51 @@ def test_a_bad_stac_input_is_named_and_nothing_is_stored(tmp_path: Path, documen
                        "--db", str(db))
     assert code == 1 and message in output and document in output.replace(" ", ""), output
     assert not db.exists() or not _orders_in(db)
+
+
+def test_a_stac_api_search_is_asked_for_the_area_and_period_and_its_pages_followed(tmp_path: Path) -> None:
+    """A STAC API's ``/search`` over loopback: the planner sends the area's box and the period, and follows the
+    ``next`` link of each page (one item a page here) until the last."""
+    import http.server
+    import threading
+    from urllib.parse import parse_qs, urlsplit
+
+    catalog = _stac_archive(tmp_path)
+    items = []
+    for name in (S2, L8):
+        item = json.loads((catalog.parent / name / f"{name}.json").read_text())
+        for asset in item["assets"].values():  # the API's items name their files as file:// URLs
+            asset["href"] = (catalog.parent / name / asset["href"]).resolve().as_uri()
+        items.append(item)
+    asked: list[dict[str, list[str]]] = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)
+            asked.append(query)
+            page = int(query.get("page", ["0"])[0])
+            links = [{"rel": "next", "href": f"/search?page={page + 1}"}] if page + 1 < len(items) else []
+            body = json.dumps({"type": "FeatureCollection", "features": [items[page]], "links": links}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/geo+json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, output = run("order", "create", "--area", "-80.3,32.9,-69.2,48.7", "--from", "2017-07-01", "--to",
+                           "2017-08-31", "--inputs", f"http://127.0.0.1:{server.server_port}/search",
+                           "--out", str(tmp_path / "out"), "--resolution", "900", "--db", str(tmp_path / "o.sqlite"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0, output
+    assert "2 scene(s)" in output and "tasks: " in output and "fetch" not in output  # local files: read in place
+    assert asked[0]["bbox"] == ["-80.300000,32.900000,-69.200000,48.700000"]
+    assert asked[0]["datetime"] == ["2017-07-01T00:00:00Z/2017-08-31T23:59:59.999999Z"]
+    assert len(asked) == 2 and asked[1] == {"page": ["1"]}

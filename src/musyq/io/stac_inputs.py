@@ -1,5 +1,5 @@
 """Level-1 scenes listed in STAC: a static catalog, collection, item collection or item, as a file or an http(s)
-URL, and the fetching of a listed scene's files into a folder its reader can open.
+URL, or a STAC API's search (its pages followed), and the fetching of a listed scene's files into a folder its reader can open.
 
 Items are read as plain JSON, not as pystac objects: planning needs only an item's id, time, footprint,
 platform and asset links, and building the objects costs about 1.5 ms an item (15 s of a 10,000-item catalog,
@@ -29,6 +29,7 @@ from musyq.core.sensors import resolve_sensor_id
 from musyq.io.catalog import as_datetime
 
 TIMEOUT_S = 60
+PAGE_SIZE = 100  # items a page asked of a STAC API
 FETCHERS = 8  # concurrent requests when a catalog's items are read over http
 S2_TILE = re.compile(r"_T(\d{2}[C-X][A-Z]{2})(?:_|$)")
 SKIPPED_ROLES = {"thumbnail", "overview", "visual"}  # previews that no reader needs
@@ -76,10 +77,12 @@ def _read(href: str) -> dict[str, Any]:
 
 
 def _absolute(href: str, base: str) -> str:
-    if href.startswith(("http://", "https://", "file://", "/")) or os.path.isabs(href):
+    if href.startswith(("http://", "https://", "file://")):
         return href
     if _is_url(base):
         return urllib.parse.urljoin(base, href)
+    if os.path.isabs(href):
+        return href
     return os.path.normpath(os.path.join(os.path.dirname(_local(base)), href))
 
 
@@ -157,13 +160,27 @@ def mgrs_tile(item_id: str, properties: dict[str, Any] | None = None) -> str | N
     return found.group(1) if found else None
 
 
+def _searched(source: str, area: shapely.Geometry, start: datetime, end: datetime) -> str:
+    """A STAC API's item search or a collection's items endpoint (an http(s) URL ending in ``/search`` or
+    ``/items``) asked for the area's box and the period, unless the URL names its own."""
+    parts = urllib.parse.urlsplit(source)
+    if not _is_url(source) or not parts.path.rstrip("/").endswith(("/search", "/items")):
+        return source
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query.setdefault("bbox", ",".join(f"{v:.6f}" for v in area.bounds))
+    query.setdefault("datetime", f"{start.isoformat().replace('+00:00', 'Z')}/"
+                                 f"{end.isoformat().replace('+00:00', 'Z')}")
+    query.setdefault("limit", str(PAGE_SIZE))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
 def list_scenes(source: str, area: shapely.Geometry, start: datetime, end: datetime,
                 sensors: set[str] | None) -> tuple[list[ListedScene], dict[str, str]]:
     """The items under ``source`` acquired from ``start`` to ``end`` whose footprint meets ``area`` (lon/lat),
     and the items left out for a reason (an unknown platform, no assets), by id."""
     scenes, skipped = [], {}
     shapely.prepare(area)
-    for item, href in _items(source):
+    for item, href in _items(_searched(source, area, start, end)):
         item_id = str(item.get("id", href))
         properties = item.get("properties", {})
         stamp = properties.get("datetime") or properties.get("start_datetime")
