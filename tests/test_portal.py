@@ -1,7 +1,8 @@
 """The portal as users run it: ``musyq serve`` in its own process on loopback, over a catalog of real ARD (the
 Sentinel-2 sample through ``musyq ard``, and the eo-box Landsat 5/7 series of 2009-2010). Its tiles, point
 values, series, downloads and expressions are checked against the COGs read directly; bad and hostile requests
-get a 4xx with a reason and no file system path."""
+get a 4xx with a reason and no file system path; and the page, in headless Chromium, draws tiles, renders an
+expression, plots a clicked pixel's series and gives download links (screenshots in test-artifacts/)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import morecantile
@@ -226,3 +228,90 @@ def test_the_server_listens_on_loopback_unless_told(server: str) -> None:
     port = server.rsplit(":", 1)[1]
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://{address}:{port}/api/collections", timeout=5)
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium through its chromedriver (apt install chromium chromium-driver)."""
+    import shutil
+
+    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not binary or not driver_path:
+        pytest.skip("no chromium and chromedriver (apt install chromium chromium-driver); the API was tested")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,800"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver: Any, script: str, timeout: float = 60) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: d.execute_script(script))
+    except Exception:
+        print("page state on timeout:", script[:80], driver.execute_script("return document.getElementById('message').textContent"),
+              driver.execute_script("return document.getElementById('inspector').textContent"),
+              driver.execute_script("return document.querySelectorAll('#chart circle').length"),
+              [e["message"] for e in driver.get_log("browser")][:5])
+        driver.save_screenshot(str(ARTIFACTS / "portal-failed.png"))
+        raise
+
+
+# the number of the layer's tiles drawn from URLs with the part given, once every tile of the layer has loaded
+LOADED_TILES = "const t = [...document.querySelectorAll('.musyq-layer img')];" \
+               "return t.length > 0 && t.every(i => i.complete && i.classList.contains('leaflet-tile-loaded')) && " \
+               "t.filter(i => i.naturalWidth === 256 && i.src.includes(arguments[0])).length"
+
+
+def test_the_page_draws_tiles_plots_a_pixel_series_and_renders_an_expression(server: str, browser: Any,
+                                                                             catalog: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(server + "/")
+    _wait(browser, "return document.querySelectorAll('#collection option').length > 0")
+    assert _wait(browser, LOADED_TILES.replace("arguments[0]", "'/api/tiles/s2/'")) > 0
+    browser.save_screenshot(str(ARTIFACTS / "portal-s2-true-colour.png"))
+    # the download links the page gives return the files
+    links = {a.text: a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a")}
+    sr = next((catalog / "s2").glob("19UDP/*/*.SR.tif"))
+    assert httpx.get(links["SR"]).content == sr.read_bytes()
+    assert httpx.get(links["STAC item"]).json()["id"] == S2_ITEM
+    # an expression drawn as a layer
+    Select(browser.find_element(By.ID, "layer")).select_by_value("expression")
+    _wait(browser, "return document.querySelectorAll('.musyq-layer img').length > 0 && "
+                   "[...document.querySelectorAll('.musyq-layer img')].every(t => t.src.includes('/api/expression/'))")
+    assert _wait(browser, LOADED_TILES.replace("arguments[0]", "'/api/expression/'")) > 0
+    browser.save_screenshot(str(ARTIFACTS / "portal-s2-ndvi-expression.png"))
+    field = browser.find_element(By.ID, "expression")
+    field.clear()
+    field.send_keys("red.__class__\n")
+    browser.execute_script("document.getElementById('expression').dispatchEvent(new Event('change'))")
+    assert "attributes" in _wait(browser, "return document.getElementById('message').textContent")
+    # the Landsat series: a click on the map plots the pixel's dates, clear and flagged told apart
+    Select(browser.find_element(By.ID, "layer")).select_by_value("rgb")
+    Select(browser.find_element(By.ID, "collection")).select_by_value("series")
+    # the series has no blue or green band: the page says so and shows one band
+    assert "has no green, blue" in _wait(browser, "return document.getElementById('message').textContent")
+    _wait(browser, LOADED_TILES.replace("arguments[0]", "'/api/tiles/series/'"))
+    ActionChains(browser).move_to_element(browser.find_element(By.ID, "map")).click().perform()
+    points = _wait(browser, "const c = document.querySelectorAll('#chart circle'); return c.length > 20 && c.length")
+    states = browser.execute_script("return [...document.querySelectorAll('#chart circle')].map(c => c.classList[1])")
+    assert len(states) == points and {"observed", "flagged"} <= set(states)
+    assert browser.find_elements(By.CSS_SELECTOR, "#inspector table tr")
+    browser.save_screenshot(str(ARTIFACTS / "portal-series-click.png"))

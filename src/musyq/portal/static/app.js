@@ -62,11 +62,21 @@ async function draw(fit) {
   $("expression-row").style.display = $("layer").value === "expression" ? "" : "none";
   const bands = item.assets[imageAsset(item)].bands;
   if ($("band").dataset.item !== item.id) {
+    const chosen = $("band").value;
     $("band").innerHTML = bands.map((b) => `<option>${b}</option>`).join("");
+    if (bands.includes(chosen)) $("band").value = chosen;
+    else if (bands.includes("nir")) $("band").value = "nir";
     $("band").dataset.item = item.id;
+  }
+  const needed = { rgb: ["red", "green", "blue"], false: ["nir", "red", "green"] }[$("layer").value];
+  if (needed && !needed.every((b) => bands.includes(b))) {
+    say(`this item has no ${needed.filter((b) => !bands.includes(b)).join(", ")}: one band is shown`);
+    $("layer").value = "band";
+    $("band-row").style.display = "";
   }
   let url;
   try { url = await layerUrl(item); } catch (error) { say(error.message); return; }
+  if (!$("message").textContent.startsWith("this item has no")) say("");
   if (layer) map.removeLayer(layer);
   layer = L.tileLayer(url, { maxZoom: 22, tileSize: 256, className: "musyq-layer" }).addTo(map);
   layer.on("tileerror", () => say("a tile could not be drawn"));
@@ -94,7 +104,7 @@ function chart(series, band) {
   const x = (t) => 30 + (width - 40) * (t - t0) / (t1 - t0);
   const y = (v) => height - 20 - (height - 30) * (v - v0) / (v1 - v0);
   const colour = { observed: "#1b7837", flagged: "#b2182b", filled: "#2166ac" };
-  svg.innerHTML = `<text x="30" y="12">${band}, ${points.length} dates</text>` +
+  svg.innerHTML = `<text x="${width - 130}" y="12">${band}, ${points.length} dates</text>` +
     `<text x="2" y="${y(v1) + 4}">${v1.toFixed(2)}</text><text x="2" y="${y(v0)}">${v0.toFixed(2)}</text>` +
     points.map((p, i) => `<circle class="point ${p.state}" cx="${x(times[i])}" cy="${y(p.value)}" r="3" ` +
       `fill="${colour[p.state]}"><title>${p.datetime.slice(0, 10)} ${p.sensor} ${p.value.toFixed(4)} ${p.state}</title></circle>`).join("");
@@ -134,6 +144,13 @@ async function start() {
 
 $("collection").addEventListener("change", loadCollection);
 $("date").addEventListener("input", () => draw(false));
-for (const id of ["layer", "band", "rescale", "colormap", "quality"]) $(id).addEventListener("change", () => draw(false));
+const STRETCH = { rgb: "0,0.3", false: "0,0.5", band: "0,0.5", expression: "-1,1" };
+let shown = $("layer").value;
+$("layer").addEventListener("change", () => {
+  if ($("rescale").value === STRETCH[shown]) $("rescale").value = STRETCH[$("layer").value];  // the user's own stays
+  shown = $("layer").value;
+  draw(false);
+});
+for (const id of ["band", "rescale", "colormap", "quality"]) $(id).addEventListener("change", () => draw(false));
 $("expression").addEventListener("change", () => draw(false));
 start().catch((error) => say(error.message));
