@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import rasterio
@@ -107,18 +108,29 @@ class Pixel:
     values: dict[str, float | None]
 
 
-def pixel_values(asset: Asset, lon: float, lat: float) -> Pixel | None:
-    """The asset's values (scaled to physical units) at a point, or None off its grid."""
+@lru_cache(maxsize=64)
+def _from_lonlat(crs: str) -> Transformer:
+    """Building a transformer takes milliseconds: one per CRS, not one per file of a series."""
+    return Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+
+
+def pixel_values(asset: Asset, lon: float, lat: float, only: Sequence[str] | None = None) -> Pixel | None:
+    """The asset's values (scaled to physical units) at a point, or None off its grid; ``only`` some bands (each
+    band read decodes a block of the COG)."""
     with rasterio.open(asset.path) as source:
-        x, y = Transformer.from_crs("EPSG:4326", source.crs, always_xy=True).transform(lon, lat)
+        x, y = _from_lonlat(source.crs.to_string()).transform(lon, lat)
         row, col = source.index(x, y)
         if not (0 <= row < source.height and 0 <= col < source.width):
             return None
-        raw = source.read(window=Window(col, row, 1, 1))[:, 0, 0].astype(np.float64)
+        names = asset.bands or tuple(f"band{i + 1}" for i in range(source.count))
+        wanted = [i for i, n in enumerate(names) if only is None or n in only]
+        raw = np.full(len(names), np.nan)
+        raw[wanted] = source.read([i + 1 for i in wanted], window=Window(col, row, 1, 1))[:, 0, 0]
         scales, offsets, nodata = source.scales, source.offsets, source.nodata
-    names = asset.bands or tuple(f"band{i + 1}" for i in range(raw.size))
     values: dict[str, float | None] = {}
     for i, name in enumerate(names):
+        if i not in wanted:
+            continue
         empty = nodata is not None and (raw[i] == nodata or (np.isnan(nodata) and np.isnan(raw[i])))
         # rounded to the precision of a 16-bit scaled value and more: 0.1031, not 0.10310000000000001
         values[name] = None if empty or not np.isfinite(raw[i]) else round(float(raw[i] * scales[i] + offsets[i]), 7)
@@ -145,13 +157,14 @@ def point_series(items: Sequence[Item], lon: float, lat: float, asset_key: str, 
         asset = item.assets[asset_key]
         if band not in asset.bands:
             continue
-        pixel = pixel_values(asset, lon, lat)
+        pixel = pixel_values(asset, lon, lat, (band,))
         if pixel is None:
             continue
         value = pixel.values[band]
         quality = None
         if "MASK" in item.assets:
-            mask = pixel_values(item.assets["MASK"], lon, lat)
+            codes = item.assets["MASK"]
+            mask = pixel_values(codes, lon, lat, codes.bands[:1] or ("band1",))
             code = None if mask is None else next(iter(mask.values.values()))  # the first band: the codes
             quality = None if code is None else int(code)
         if value is None and quality in (None, 0):
