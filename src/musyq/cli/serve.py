@@ -14,13 +14,26 @@ def serve(
                                  "composites, ARD+, orders) to serve."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 opens it to the network)."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    tile_cache: int = typer.Option(256, "--tile-cache-mb", help="Memory for rendered tiles, in MiB (0: none)."),
+    inputs: list[str] = typer.Option([], "--inputs", help="Archive users may order from: folders of Level-1 "
+                                     "products or STAC documents; repeat for several. Without it, no orders."),
+    db: str | None = typer.Option(None, "--db", help="Order database (SQLAlchemy URL or SQLite file; default "
+                                  "~/.local/share/musyq/orders.sqlite)."),
+    max_area: float = typer.Option(1.0, "--max-order-area", help="Largest order, in square degrees."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="tcp://HOST:PORT of a Dask scheduler for "
+                                         "orders (default: a local cluster per order)."),
+    workers: int | None = typer.Option(None, "--workers", help="Local cluster workers for orders."),
 ) -> None:
-    """Serve the web map, pixel series, downloads and band math of CATALOG, with its JSON API under /api."""
+    """Serve the web map, pixel series, downloads, band math and orders of CATALOG, with its JSON API under
+    /api. Orders write into CATALOG/orders, saved expressions into CATALOG/expressions."""
     import uvicorn
 
-    from musyq.portal.app import create_app
+    from musyq.portal.app import OrderSettings, create_app
 
     with user_errors():
-        app = create_app(catalog)
-    console.print(f"[bold green]musyq portal[/] on http://{host}:{port}/ (API: /api/docs)")
+        orders = OrderSettings(inputs=inputs, db=db, max_area=max_area, scheduler=scheduler, workers=workers) \
+            if inputs else None
+        app = create_app(catalog, tile_cache, orders)
+    console.print(f"[bold green]musyq portal[/] on http://{host}:{port}/ (API: /api/docs)"
+                  + ("; orders from " + ", ".join(inputs) if inputs else ""))
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,10 +1,15 @@
 """The portal's web application: the map page and a JSON API over one catalog folder (tiles, point values,
-series, search, downloads, expressions). Every path parameter is looked up in the catalog's index, never
+series, search, downloads and clips, expressions and saving them, orders). Every path parameter is looked up in the catalog's index, never
 joined onto a file path; errors answer 4xx with a reason and never a file system path."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date, datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -12,18 +17,55 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from musyq.core.errors import MusyqError
 from musyq.io.catalog import as_datetime
+from musyq.portal.cache import TileCache
 from musyq.portal.catalog import Catalog, Item, NotFound
+from musyq.portal.clip import FORMATS, clip
+from musyq.portal.orders import OrderDesk, OrderRequest
 from musyq.portal.render import (RequestError, band_tile, expression_tile, point_series, pixel_values,
                                  quality_tile)
-from musyq.products.expression import ExpressionError, parse_expression
+from musyq.production.store import Store
+from musyq.products.expression import parse_expression
+from musyq.products.make import expression_product
 
 STATIC = Path(str(files("musyq") / "portal" / "static"))
 PNG = "image/png"
 MAX_ZOOM = 22
 MAX_ITEMS = 1000
+EXPRESSIONS_FOLDER = "expressions"  # inside the catalog
+TILE_HEADERS = {"Cache-Control": "public, max-age=3600"}
+
+
+class SaveExpression(BaseModel):
+    collection: str = Field(max_length=200)
+    item: str = Field(max_length=200)
+    asset: str = Field("SR", max_length=50)
+    expression: str = Field(max_length=1000)
+    name: str = Field(max_length=32)
+
+
+class NewOrder(BaseModel):
+    bbox: tuple[float, float, float, float] = Field(description="W, S, E, N in degrees")
+    start: date
+    end: date
+    products: list[str] = Field(min_length=1, max_length=20)
+    sensors: list[str] = Field(default_factory=list, max_length=20)
+    resolution: float = 30.0
+
+
+class OrderSettings(BaseModel):
+    """Where the portal's orders come from and run: the archive of Level-1 inputs (folders or STAC documents
+    the server chose; no request names one), the order database, the Dask scheduler."""
+
+    inputs: list[str]
+    db: str | None = None
+    max_area: float = 1.0  # square degrees
+    scheduler: str | None = None
+    workers: int | None = None
 
 
 def _stretch(text: str) -> tuple[float, float]:
@@ -65,10 +107,22 @@ def _summary(item: Item) -> dict[str, Any]:
             "assets": {k: {"bands": a.bands, "roles": a.roles, "type": a.media_type} for k, a in item.assets.items()}}
 
 
-def create_app(catalog_folder: Path) -> FastAPI:
-    """The portal of the catalog under ``catalog_folder``."""
+def create_app(catalog_folder: Path, tile_cache_mb: int = 256, orders: OrderSettings | None = None) -> FastAPI:
+    """The portal of the catalog under ``catalog_folder``; it takes orders where ``orders`` says from what."""
     catalog = Catalog(catalog_folder)
-    app = FastAPI(title="musyq portal", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    tiles = TileCache(tile_cache_mb * 2**20)
+    saving = threading.Lock()  # one collection file, written by one request at a time
+    desk = None if orders is None else OrderDesk(Store(orders.db), orders.inputs, catalog.root, orders.max_area,
+                                                 orders.scheduler, orders.workers)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if desk is not None:
+            desk.close()
+
+    app = FastAPI(title="musyq portal", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json",
+                  lifespan=lifespan)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(NotFound)
@@ -87,9 +141,21 @@ def create_app(catalog_folder: Path) -> FastAPI:
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    def ordering() -> OrderDesk:
+        if desk is None:
+            raise NotFound("this portal takes no orders (start it with --inputs)")
+        return desk
+
+    @app.get("/api/config")
+    def config() -> dict[str, Any]:
+        """What this portal offers beyond the map: orders and their largest area."""
+        return {"orders": desk is not None, "max_order_area": None if desk is None else desk.max_area,
+                "clip_formats": list(FORMATS)}
+
     @app.get("/api/collections")
     def collections() -> list[dict[str, Any]]:
         """Every collection with its item count and period."""
+        catalog.refresh()
         answer = []
         for c in catalog.collections.values():
             times = sorted(i.datetime for i in c.items.values())
@@ -128,20 +194,41 @@ def create_app(catalog_folder: Path) -> FastAPI:
         found = catalog.asset(key, item_id, asset)
         return FileResponse(found.path, media_type=found.media_type, filename=found.path.name)
 
+    @app.get("/api/clip/{key}/{item_id}/{asset}")
+    def clip_download(key: str, item_id: str, asset: str, bbox: str | None = None,
+                      format: str = "tif") -> FileResponse:
+        """The asset's pixels in a box (W,S,E,N in degrees; all of them without one) as a GeoTIFF or a CF
+        NetCDF of physical values."""
+        item = catalog.item(key, item_id)
+        found = catalog.asset(key, item_id, asset)
+        box = _bbox(bbox) if bbox else None
+        folder = Path(tempfile.mkdtemp(prefix="musyq-clip-"))
+        try:
+            path = clip(item, found, box, format, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return FileResponse(path, media_type=FORMATS[format], filename=path.name,
+                            background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+
     @app.get("/api/tiles/{key}/{item_id}/{asset}/{z}/{x}/{y}.png", response_class=Response)
     def tile(key: str, item_id: str, asset: str, z: int, x: int, y: int, bands: str = "1",
              rescale: str = "0,1", colormap: str | None = None) -> Response:
         """A 256 px web-mercator tile of one band (with a colour map) or three (as RGB)."""
         _tile_xyz(z, x, y)
         names = [b.strip() for b in bands.split(",") if b.strip()]
-        png = band_tile(catalog.asset(key, item_id, asset), names, x, y, z, _stretch(rescale), colormap)
-        return Response(png, media_type=PNG)
+        found, stretch = catalog.asset(key, item_id, asset), _stretch(rescale)
+        png = tiles.get(found.path, ("band", tuple(names), z, x, y, stretch, colormap),
+                        lambda: band_tile(found, names, x, y, z, stretch, colormap))
+        return Response(png, media_type=PNG, headers=TILE_HEADERS)
 
     @app.get("/api/quality/{key}/{item_id}/{z}/{x}/{y}.png", response_class=Response)
     def quality(key: str, item_id: str, z: int, x: int, y: int) -> Response:
         """The quality codes as an overlay: water, shadow, snow and cloud coloured, clear transparent."""
         _tile_xyz(z, x, y)
-        return Response(quality_tile(catalog.asset(key, item_id, "MASK"), x, y, z), media_type=PNG)
+        found = catalog.asset(key, item_id, "MASK")
+        png = tiles.get(found.path, ("quality", z, x, y), lambda: quality_tile(found, x, y, z))
+        return Response(png, media_type=PNG, headers=TILE_HEADERS)
 
     @app.get("/api/expression/{key}/{item_id}/{asset}/{z}/{x}/{y}.png", response_class=Response)
     def expression_layer(key: str, item_id: str, asset: str, z: int, x: int, y: int, expression: str,
@@ -149,8 +236,25 @@ def create_app(catalog_folder: Path) -> FastAPI:
         """A band-math expression of the asset's bands, evaluated on the tile and drawn with a colour map."""
         _tile_xyz(z, x, y)
         found = catalog.asset(key, item_id, asset)
-        checked = parse_expression(expression, found.bands)
-        return Response(expression_tile(found, checked, x, y, z, _stretch(rescale), colormap), media_type=PNG)
+        checked, stretch = parse_expression(expression, found.bands), _stretch(rescale)
+        png = tiles.get(found.path, ("expression", expression, z, x, y, stretch, colormap),
+                        lambda: expression_tile(found, checked, x, y, z, stretch, colormap))
+        return Response(png, media_type=PNG, headers=TILE_HEADERS)
+
+    @app.post("/api/expression/save")
+    def save_expression(request: SaveExpression) -> dict[str, Any]:
+        """Evaluate the expression on the whole item and keep it as a product (COG + STAC) in the catalog's
+        ``expressions`` collection."""
+        found = catalog.asset(request.collection, request.item, request.asset)
+        if request.asset != "SR":
+            raise RequestError("expressions are saved from the surface reflectance (asset SR)")
+        checked = parse_expression(request.expression, found.bands)
+        source = catalog.item(request.collection, request.item)
+        with saving:
+            saved = expression_product(checked, request.name, source.path, catalog.root / EXPRESSIONS_FOLDER)
+        catalog.refresh(force=True)
+        return {"collection": EXPRESSIONS_FOLDER, "item": saved.stem, "asset": request.name,
+                "expression": request.expression}
 
     @app.get("/api/expression/check")
     def check_expression(key: str, item_id: str, asset: str, expression: str) -> dict[str, Any]:
@@ -189,5 +293,21 @@ def create_app(catalog_folder: Path) -> FastAPI:
         points = point_series(items, lon, lat, asset, band)
         return {"lon": lon, "lat": lat, "asset": asset, "band": band,
                 "series": [vars(p) for p in points]}
+
+    @app.post("/api/orders", status_code=201)
+    def place(request: NewOrder) -> dict[str, Any]:
+        """Plan an order of products over a box and a period from the portal's archive, and queue it."""
+        return ordering().place(OrderRequest(request.bbox, request.start, request.end, tuple(request.products),
+                                             tuple(request.sensors), request.resolution))
+
+    @app.get("/api/orders")
+    def order_list() -> list[dict[str, Any]]:
+        """The orders placed from this portal."""
+        return ordering().orders()
+
+    @app.get("/api/orders/{order_id}")
+    def order_status(order_id: int) -> dict[str, Any]:
+        """An order's state, its tasks' states and the collection its outputs go to."""
+        return ordering().status(order_id)
 
     return app

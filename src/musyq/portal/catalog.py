@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from musyq.core.errors import InputError, MusyqError
 from musyq.io.catalog import as_datetime
 
 COLLECTION_FILE = "collection.json"
+REFRESH_SECONDS = 2.0
 
 
 class NotFound(MusyqError, LookupError):
@@ -51,6 +54,7 @@ class Collection:
     key: str  # its folder relative to the catalog, dots for slashes ("order.ard"); "root" for the top one
     id: str
     description: str
+    file: Path
     items: dict[str, Item] = field(default_factory=dict)
 
 
@@ -59,28 +63,60 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 class Catalog:
-    """The collections under ``root`` (every ``collection.json`` at any depth) and their items."""
+    """The collections under ``root`` (every ``collection.json`` at any depth) and their items, indexed again
+    when a collection file appears, changes or goes (checked at most every ``refresh_seconds``), so the outputs
+    of running orders show up while the portal runs."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, refresh_seconds: float = REFRESH_SECONDS) -> None:
         if not root.is_dir():
             raise InputError(root, "no such catalog folder")
         self.root = Path(os.path.realpath(root))
+        self.refresh_seconds = refresh_seconds
         self.collections: dict[str, Collection] = {}
-        for found in sorted(self.root.rglob(COLLECTION_FILE)):
-            if _inside(found, self.root):
-                self._add(found)
+        self._stamps: dict[Path, int] = {}
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+        self._index()
         if not self.collections:
             raise InputError(root, "holds no STAC collection (collection.json)")
 
-    def _add(self, file: Path) -> None:
+    def _index(self) -> None:
+        stamps = {}
+        for found in sorted(self.root.rglob(COLLECTION_FILE)):
+            if _inside(found, self.root):
+                try:
+                    stamps[found] = found.stat().st_mtime_ns
+                except OSError:
+                    continue
+        if stamps == self._stamps:
+            return
+        kept = {c.file: c for c in self.collections.values() if self._stamps.get(c.file) == stamps.get(c.file)}
+        collections = {}
+        for found in stamps:
+            collection = kept.get(found) or self._read(found)
+            if collection is not None:
+                collections[collection.key] = collection
+        self.collections, self._stamps = collections, stamps  # one swap: a request sees the old or the new
+
+    def refresh(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._checked < self.refresh_seconds:
+            return
+        if not self._lock.acquire(blocking=force):
+            return
+        try:
+            self._checked = time.monotonic()
+            self._index()
+        finally:
+            self._lock.release()
+
+    def _read(self, file: Path) -> Collection | None:
         try:
             document = json.loads(file.read_text())
         except (OSError, ValueError):
-            return  # a collection being written; the next index finds it
+            return None  # a collection being written; the next index finds it
         relative = file.parent.relative_to(self.root).as_posix()
         key = "root" if relative == "." else relative.replace("/", ".")  # one URL segment
-        collection = Collection(key, str(document.get("id", relative)),
-                                str(document.get("description", "")))
+        collection = Collection(key, str(document.get("id", relative)), str(document.get("description", "")), file)
         for link in document.get("links", []):
             if link.get("rel") != "item":
                 continue
@@ -90,9 +126,10 @@ class Catalog:
             item = _read_item(item_file, collection.key, self.root)
             if item is not None:
                 collection.items[item.id] = item
-        self.collections[collection.key] = collection
+        return collection
 
     def collection(self, key: str) -> Collection:
+        self.refresh()
         try:
             return self.collections[key]
         except KeyError:

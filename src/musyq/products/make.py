@@ -3,12 +3,14 @@ product with its sigma and flags, and write COG + STAC per product and/or one CF
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pystac
 import spyndex
 from numpy.typing import NDArray
 
@@ -24,10 +26,11 @@ from musyq.io.stac import AssetSpec, build_product_item, save_item, update_colle
 from musyq.products.albedo import broadband, coefficients_for, spectral_albedo
 from musyq.products.biophysical import INPUT_BANDS, INPUT_OUT_OF_DOMAIN, OUTPUT_ABOVE, OUTPUT_BELOW, \
     biophysical
+from musyq.products.expression import Expression
 from musyq.products.fvc import MIN_PIXELS, EndMembers, end_members, fractional_cover
 from musyq.products.indices import compute_index, index_bands
 from musyq.products.names import ALBEDO_PRODUCTS, VARIABLES, resolve_products
-from musyq.products.source import Source, find_sources, read_source
+from musyq.products.source import Source, find_sources, named_reflectance, read_source
 
 PRODUCT_COLLECTION = "musyq-products"
 PRODUCT_DESCRIPTION = "musyq products with per-pixel uncertainty"
@@ -266,3 +269,24 @@ def make_products(names: Sequence[str], inputs: Sequence[Path], out_dir: Path, o
     if cog_items and update_catalog:
         update_collection(out_dir, cog_items, PRODUCT_COLLECTION, PRODUCT_DESCRIPTION)
     return cog_items + written
+
+
+EXPRESSION_COLLECTION = "musyq-expressions"
+EXPRESSION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+
+
+def expression_product(expression: Expression, name: str, item_file: Path, out_dir: Path) -> Path:
+    """A user's band math on an ARD, composite or ARD+ item, saved as a product (COG + STAC) in ``out_dir``'s
+    collection; NaN where the item's pixels are not usable (cloud, shadow, snow, fill)."""
+    if not EXPRESSION_NAME.fullmatch(name):
+        raise MusyqError(f"product name {name!r} must be a letter then up to 31 letters, digits or underscores")
+    item = pystac.Item.from_file(str(item_file))
+    bands = named_reflectance(item, expression.bands)
+    source = read_source(item, [])  # the grid and the usable pixels
+    value = expression.evaluate({b: v.astype(np.float64) for b, v in bands.items()})
+    value[~source.usable] = np.nan
+    made = Made(name, value.astype(np.float32), None, None, {}, f"Band math: {expression.text}",
+                {"musyq:expression": expression.text})
+    saved = _cog_item(out_dir, source, made)
+    update_collection(out_dir, [saved], EXPRESSION_COLLECTION, "Band-math products saved from the musyq portal")
+    return saved

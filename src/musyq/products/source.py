@@ -91,6 +91,18 @@ def _reflectance(item: pystac.Item, key: str, wanted: Sequence[str]) -> dict[str
     return out
 
 
+def named_reflectance(item: pystac.Item, names: Sequence[str], key: str = "SR") -> dict[str, NDArray[np.float32]]:
+    """Bands of an asset by the names its item gives them (``nir`` is Sentinel-2's B8 here, not the harmonized
+    narrow band), NaN where empty: what a user's band math names."""
+    given = [b["name"] for b in item.assets[key].extra_fields.get("eo:bands", [])]
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise MusyqError(f"item {item.id} has no {key} band {', '.join(missing)}")
+    stored = _read(item, key)
+    return {n: np.where(stored[given.index(n)] > 0, stored[given.index(n)].astype(np.float32)
+                        / np.float32(REFLECTANCE_SCALE), np.nan).astype(np.float32) for n in names}
+
+
 def read_source(item: pystac.Item, wanted: Sequence[str]) -> Source:
     """The ``wanted`` bands of ``item`` (those it has) with their uncertainty, mask and geometry."""
     kind = item_kind(item)

@@ -1,5 +1,6 @@
 // The musyq portal page: a Leaflet map of one catalog item at a time, layers drawn by the server's tile API,
-// an inspector with the clicked pixel's values and series, and downloads. No other library, no CDN.
+// an inspector with the clicked pixel's values and series, downloads and clips of a drawn box, band math saved as
+// products, and orders of the box. No other library, no CDN.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -8,13 +9,26 @@ let items = [];
 let layer = null;
 let overlay = null;
 let marker = null;
+let box = null;  // the drawn rectangle
+let drawing = null;
+let drewAt = 0;
+
+function boxText() {
+  if (!box) return "";
+  const b = box.getBounds();
+  return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(5)).join(",");
+}
 
 function say(text) { $("message").textContent = text || ""; }
 
-async function getJson(url) {
-  const response = await fetch(url);
+async function getJson(url, payload) {
+  const response = await fetch(url, payload === undefined ? {} :
+    { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload) });
   const body = await response.json();
-  if (!response.ok) throw new Error(body.detail || response.statusText);
+  if (!response.ok) {
+    const detail = Array.isArray(body.detail) ? body.detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ") : body.detail;
+    throw new Error(detail || response.statusText);
+  }
   return body;
 }
 
@@ -88,7 +102,18 @@ async function draw(fit) {
   legend(item);
   $("downloads").innerHTML = Object.keys(item.assets).map((k) =>
     `<a href="/api/download/${itemPath(item)}/${encodeURIComponent(k)}" download>${k}</a>`).join("") +
-    `<a href="/api/collections/${itemPath(item).replace("/", "/items/")}" download>STAC item</a>`;
+    `<a href="/api/collections/${itemPath(item).replace("/", "/items/")}" download>STAC item</a>` +
+    `<a href="/api/clip/${itemPath(item)}/${encodeURIComponent(imageAsset(item))}?format=nc" download>` +
+    `${imageAsset(item)} as NetCDF</a>`;
+  clips();
+}
+
+function clips() {
+  const item = current();
+  if (!item || !box) { $("clips").innerHTML = ""; return; }
+  const base = `/api/clip/${itemPath(item)}/${encodeURIComponent(imageAsset(item))}?bbox=${boxText()}`;
+  $("clips").innerHTML = `Clip of the box: <a id="clip-tif" href="${base}&format=tif" download>GeoTIFF</a> ` +
+    `<a id="clip-nc" href="${base}&format=nc" download>NetCDF</a>`;
 }
 
 function chart(series, band) {
@@ -110,9 +135,69 @@ function chart(series, band) {
       `fill="${colour[p.state]}"><title>${p.datetime.slice(0, 10)} ${p.sensor} ${p.value.toFixed(4)} ${p.state}</title></circle>`).join("");
 }
 
+$("draw").addEventListener("click", () => {
+  drawing = {};
+  map.dragging.disable();
+  $("map").style.cursor = "crosshair";
+  say("drag on the map to draw the box");
+});
+map.on("mousedown", (event) => {
+  if (!drawing) return;
+  drawing.start = event.latlng;
+  if (box) map.removeLayer(box);
+  box = L.rectangle(L.latLngBounds(event.latlng, event.latlng), { color: "#e66101", weight: 2 }).addTo(map);
+});
+map.on("mousemove", (event) => {
+  if (drawing && drawing.start) box.setBounds(L.latLngBounds(drawing.start, event.latlng));
+});
+map.on("mouseup", () => {
+  if (!drawing || !drawing.start) return;
+  drawing = null;
+  drewAt = Date.now();
+  map.dragging.enable();
+  $("map").style.cursor = "";
+  $("box").textContent = boxText();
+  say("");
+  clips();
+});
+
+$("save-expression").addEventListener("click", async () => {
+  const item = current();
+  try {
+    const saved = await getJson("/api/expression/save", { collection: item.collection, item: item.id,
+      asset: imageAsset(item), expression: $("expression").value, name: $("product-name").value });
+    say(`saved: ${saved.collection} / ${saved.item}`);
+    await listCollections();
+  } catch (error) { say(error.message); }
+});
+
+async function showOrders() {
+  const orders = await getJson("/api/orders");
+  const rows = [];
+  for (const order of orders.slice(-5).reverse()) {
+    const status = await getJson(`/api/orders/${order.id}`);
+    const counts = Object.entries(status.counts).map(([k, n]) => `${n} ${k}`).join(", ");
+    rows.push(`<div class="order ${status.state}" data-id="${order.id}">order ${order.id}: ${status.state}` +
+      ` (${counts}) ${status.products.join(",")} ${status.start}..${status.end}</div>`);
+  }
+  $("order-list").innerHTML = rows.join("");
+  if (orders.some((o) => o.state === "planned" || o.state === "running")) setTimeout(() => showOrders().then(listCollections), 3000);
+}
+
+$("order").addEventListener("click", async () => {
+  if (!box) { say("draw a box first"); return; }
+  try {
+    const placed = await getJson("/api/orders", { bbox: boxText().split(",").map(Number), start: $("order-from").value,
+      end: $("order-to").value, products: $("order-products").value.split(",").map((p) => p.trim()).filter(Boolean),
+      resolution: Number($("order-resolution").value) });
+    say(`order ${placed.id}: ${placed.scenes} scene(s), tiles ${placed.tiles.join(", ")}`);
+    await showOrders();
+  } catch (error) { say(error.message); }
+});
+
 map.on("click", async (event) => {
   const item = current();
-  if (!item) return;
+  if (!item || drawing || Date.now() - drewAt < 400) return;  // the click that ends a box inspects nothing
   const { lat, lng } = event.latlng;
   if (marker) map.removeLayer(marker);
   marker = L.circleMarker([lat, lng], { radius: 5 }).addTo(map);
@@ -135,11 +220,20 @@ async function loadCollection() {
   await draw(true);
 }
 
-async function start() {
+async function listCollections() {
   const collections = await getJson("/api/collections");
+  const chosen = $("collection").value;
   $("collection").innerHTML = collections.filter((c) => c.items).map((c) =>
     `<option value="${c.key}">${c.id} (${c.key}, ${c.items})</option>`).join("");
+  if (chosen && collections.some((c) => c.key === chosen)) $("collection").value = chosen;
+}
+
+async function start() {
+  await listCollections();
   await loadCollection();
+  const config = await getJson("/api/config");
+  $("orders").hidden = !config.orders;
+  if (config.orders) await showOrders();
 }
 
 $("collection").addEventListener("change", loadCollection);
