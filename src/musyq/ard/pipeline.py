@@ -65,7 +65,7 @@ from musyq.core.scene import BandSource, Scene
 from musyq.core.sensors import Band
 from musyq.io.stac import AssetSpec, build_item, mean_angle, save_item
 from musyq.ard.surface import AtmosphereOptions, SurfaceResult, correct_tile, load_elevation, load_prior
-from musyq.core.tiling import ReflectanceResampling, read_overview, warp_band
+from musyq.core.tiling import ReflectanceResampling, Terrain, read_overview, warp_band
 from musyq.ard.toa import calibrate
 
 Progress = Callable[[str], None]
@@ -170,6 +170,11 @@ def covered_window(scene: Scene, geobox: GeoBox, margin: int = 2) -> tuple[slice
     return slice(row0, row1), slice(col0, col1)
 
 
+def terrain_of(options: ArdOptions) -> Terrain:
+    """The heights that place RPC-located images: the DEM the atmosphere uses, if any."""
+    return Terrain(options.atmosphere.dem if options.atmosphere is not None else None)
+
+
 TileArrays = tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.bool_], NDArray[np.float32]]
 
 
@@ -183,8 +188,10 @@ def toa_on_tile(scene: Scene, geobox: GeoBox, options: ArdOptions) -> TileArrays
     toa = np.empty((len(reflective), *geobox.shape.yx), dtype=np.float32)
     temperature = np.empty((len(thermal), *geobox.shape.yx), dtype=np.float32) if thermal else None
 
+    terrain = terrain_of(options)
+
     def load(source: BandSource, destination: NDArray[np.float32]) -> None:
-        dn = warp_band(source, geobox, options.resampling, options.threads, destination=destination)
+        dn = warp_band(source, geobox, options.resampling, options.threads, destination=destination, terrain=terrain)
         destination[...] = calibrate(dn, source.calibration, angles.sun_zenith, scene.earth_sun_distance)
 
     jobs = [(s, toa[i]) for i, s in enumerate(reflective)]
@@ -297,7 +304,7 @@ MASK_BANDS = ("blue", "green", "red", "nir", "nir08", "swir16", "swir22", "cirru
 
 
 def overview_toa(
-    scene: Scene, resolution: float,
+    scene: Scene, resolution: float, terrain: Terrain | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.bool_], NDArray[np.float32], float]:
     """TOA, brightness temperature, valid data and angles of the whole scene at about ``resolution`` metres,
     on the first band's own grid, read decimated; and the pixel size."""
@@ -309,7 +316,7 @@ def overview_toa(
     angles = scene.angles.on(geobox)
 
     def load(source: BandSource) -> NDArray[np.float32]:
-        dn = read_overview(source, (rows, cols))
+        dn = read_overview(source, geobox, terrain)
         return np.asarray(calibrate(dn, source.calibration, angles.sun_zenith, scene.earth_sun_distance),
                           dtype=np.float32)
 
@@ -322,7 +329,8 @@ def overview_toa(
 def scene_thresholds(scene: Scene, options: ArdOptions) -> SceneThresholds:
     """Cloud-test thresholds learnt once from an overview of the whole scene, for all its tiles alike."""
     needed = replace(scene, bands=tuple(s for s in scene.bands if s.band.common_name in MASK_BANDS))
-    toa, temperature, valid, angles, pixel_size = overview_toa(needed, max(options.resolution, OVERVIEW_RESOLUTION))
+    toa, temperature, valid, angles, pixel_size = overview_toa(needed, max(options.resolution, OVERVIEW_RESOLUTION),
+                                                               terrain_of(options))
     return learn_thresholds(mask_inputs(needed, toa, temperature, valid, angles, pixel_size), options.mask.method)
 
 
@@ -330,7 +338,7 @@ def process_tile(
     scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions,
     thresholds: Callable[[], SceneThresholds] | None = None,
 ) -> TileResult:
-    name = ProductName(scene.sensor.id, options.resolution, scene.acquired, tile.id, options.version)
+    name = ProductName(scene.sensor.code, options.resolution, scene.acquired, tile.id, options.version)
     folder = out_dir.resolve() / tile.id / name.item_id
     item_path = folder / f"{name.item_id}.json"
     if not options.overwrite and _finished(item_path):

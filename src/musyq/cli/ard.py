@@ -55,13 +55,14 @@ from musyq.io.stac import update_collection
 from musyq.core.tiling import ReflectanceResampling
 
 
-def produce(inputs: list[Path], out: Path, options: ArdOptions, stack: object = None) -> list[TileResult]:
+def produce(inputs: list[Path], out: Path, options: ArdOptions, stack: object = None,
+            calibration: Path | None = None) -> list[TileResult]:
     """Run the ARD pipeline on every input with a progress bar; returns the per-tile results."""
     results: list[TileResult] = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         for path in inputs:
-            scene = open_scene(path, stack)  # type: ignore[arg-type]
+            scene = open_scene(path, stack, calibration)  # type: ignore[arg-type]
             tiles = select_tiles(scene, options.tiles)
             task = progress.add_task(f"{scene.product_id[:48]}", total=len(tiles))
 
@@ -78,7 +79,7 @@ def produce(inputs: list[Path], out: Path, options: ArdOptions, stack: object = 
 
 
 def ard(
-    inputs: list[Path] = typer.Argument(..., help="Level-1 products (folders, zips or MTL files)."),
+    inputs: list[Path] = typer.Argument(..., help="Level-1 products (folders, zips, MTL files, Gaofen .tar.gz archives)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     tile: list[str] = typer.Option([], "--tile", "-t", help="MGRS tile(s) to produce; default: all touched."),
     resolution: float = typer.Option(30.0, "--resolution", "-r", help="Output pixel size in metres."),
@@ -107,6 +108,8 @@ def ard(
     coregister_band: str = CoregisterBandOption,
     coregister_max_rmse: float = CoregisterRmseOption,
     bandpass_to: str = BandpassOption,
+    calibration: Path | None = typer.Option(None, "--calibration", help="Radiometric calibration table laid over "
+                                            "the shipped one (Gaofen: JSON of gains by camera and year)."),
 ) -> None:
     """Make surface and TOA reflectance, aerosol, angle, quality and cloud-probability COGs plus STAC items for every
     tile touched."""
@@ -118,6 +121,6 @@ def ard(
                              nbar=NbarOptions(nbar, brdf_prior),
                              coregistration=CoregistrationOptions(coregister_to, coregister_band, coregister_max_rmse),
                              bandpass_to=bandpass_target(bandpass_to))
-        results = produce(inputs, out, options, stack_options(sensor, when, scale, offset))
+        results = produce(inputs, out, options, stack_options(sensor, when, scale, offset), calibration)
     made = [r for r in results if not r.skipped]
     console.print(f"{len(made)} tile(s) written, {len(results) - len(made)} skipped; catalogue: {out / 'collection.json'}")

@@ -20,9 +20,11 @@ from numba import njit, prange
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
+from rasterio.rpc import RPC
 from scipy import ndimage
 
 from musyq.core.grid import crs_wkt
+from musyq.core.rpc import project, view_angles
 from musyq.core.solar import solar_angles
 
 F32 = NDArray[np.float32]
@@ -274,6 +276,53 @@ class EphemerisAngles:
     def describe(self) -> str:
         return (f"sun from solar position at {self.acquired:%Y-%m-%dT%H:%M:%SZ}; view from the satellite "
                 f"ephemeris ({self.track.shape[0]} samples)")
+
+
+@dataclass(frozen=True, eq=False)
+class RpcStrip:
+    """One image known by its RPC model; ``column`` is where it starts in the whole scene."""
+
+    rpc: RPC
+    width: int
+    height: int
+    column: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class RpcAngles:
+    """Sun from the solar position at the scene time; view along the RPC model's lines of sight, per pixel
+    (a wide-field camera sees the ground from up to about 35 degrees off nadir at its swath edges)."""
+
+    acquired: datetime
+    strips: tuple[RpcStrip, ...]
+
+    def on(self, geobox: GeoBox) -> Angles:
+        def evaluate(x: F64, y: F64) -> tuple[F64, F64, F64, F64]:
+            lon, lat = _to_lonlat(geobox, x, y)
+            zenith, azimuth = solar_angles(self.acquired, lat, lon)
+            view_zenith, view_azimuth = self._view(lon, lat)
+            return zenith, azimuth, view_zenith, view_azimuth
+
+        return _from_components(geobox, evaluate)
+
+    def _view(self, lon: F64, lat: F64) -> tuple[F64, F64]:
+        """Each point takes the strip whose image holds it (the nearest where none does)."""
+        best_zenith, best_azimuth = np.zeros_like(lon), np.zeros_like(lon)
+        best_outside = np.full(lon.shape, np.inf)
+        for strip in self.strips:
+            height = strip.rpc.height_off
+            line, sample = project(strip.rpc, lon, lat, height)
+            outside = (np.maximum(np.maximum(-sample, sample - (strip.width - 1)), 0)
+                       + np.maximum(np.maximum(-line, line - (strip.height - 1)), 0))
+            zenith, azimuth = view_angles(strip.rpc, lon, lat, height)
+            better = outside < best_outside
+            best_zenith[better], best_azimuth[better], best_outside[better] = zenith[better], azimuth[better], \
+                outside[better]
+        return best_zenith, best_azimuth
+
+    def describe(self) -> str:
+        return (f"sun from solar position at {self.acquired:%Y-%m-%dT%H:%M:%SZ}; view along the lines of sight "
+                f"of the RPC model ({len(self.strips)} image{'s' if len(self.strips) > 1 else ''})")
 
 
 def fill_gaps(grid: F64) -> F64:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
@@ -59,6 +61,11 @@ class BandSource:
     calibration: Calibration
     index: int = 1
     nodata: float | None = 0
+    parts: tuple[str, ...] = ()  # further rasters holding other parts of the band (Gaofen-6 column strips)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path, *self.parts)
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,16 @@ class Scene:
         return tuple(b for b in self.sensor.band_ids if b not in present)
 
     def native_geobox(self, band_id: str) -> GeoBox:
-        """The pixel grid a band is stored on."""
+        """The pixel grid a band is stored on; for an image known only by its RPC model, the grid of the
+        scene's map projection at the band's resolution that holds the footprint."""
         import rasterio
 
         source = self.source(band_id)
         with rasterio.open(source.path) as dataset:
-            return GeoBox((dataset.height, dataset.width), dataset.transform, dataset.crs)
+            if dataset.crs is not None:
+                return GeoBox((dataset.height, dataset.width), dataset.transform, dataset.crs)
+        resolution = source.band.resolution
+        left, bottom, right, top = self.footprint.to_crs(self.crs).boundingbox
+        left, top = math.floor(left / resolution) * resolution, math.ceil(top / resolution) * resolution
+        shape = (math.ceil((top - bottom) / resolution), math.ceil((right - left) / resolution))
+        return GeoBox(shape, Affine(resolution, 0, left, 0, -resolution, top), self.crs)

@@ -58,6 +58,11 @@ class Sensor:
     srf_file: str | None
     srf_source: str | None
     toa_uncertainty: float = 0.05  # relative, one sigma: the calibration term of the SR uncertainty
+    product_code: str = ""  # how output file names spell the sensor, where its ARD has a convention (GF1WFV1)
+
+    @property
+    def code(self) -> str:
+        return self.product_code or self.id
 
     def band(self, key: str) -> Band:
         """Look a band up by id (``B8A``, ``B5``) or common name (``nir08``)."""
@@ -90,14 +95,26 @@ def available_sensors() -> tuple[str, ...]:
     return tuple(sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")))
 
 
+@cache
+def _product_codes() -> dict[str, str]:
+    codes = {}
+    for sensor_id in available_sensors():
+        code = json.loads(_data_file("sensors", f"{sensor_id}.json").read_text()).get("product_code")
+        if code:
+            codes[str(code).upper()] = sensor_id
+    return codes
+
+
 def resolve_sensor_id(name: str) -> str:
-    """Turn a user or metadata spelling (``S2B``, ``LC08``, ``l8_oli``) into a sensor file id."""
+    """Turn a user or metadata spelling (``S2B``, ``LC08``, ``l8_oli``, ``GF1WFV1``) into a sensor file id."""
     key = name.strip().upper().replace(" ", "_")
     known = available_sensors()
     if key in known:
         return key
     if key in ALIASES:
         return ALIASES[key]
+    if key in _product_codes():
+        return _product_codes()[key]
     raise SensorError(f"unknown sensor {name!r}; known sensors: {', '.join(known)}")
 
 
@@ -127,6 +144,7 @@ def get_sensor(name: str) -> Sensor:
         srf_file=record.get("srf"),
         srf_source=record.get("srf_source"),
         toa_uncertainty=float(record.get("toa_uncertainty", 0.05)),
+        product_code=str(record.get("product_code", "")),
     )
 
 

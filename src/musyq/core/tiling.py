@@ -8,7 +8,9 @@ only the output pixels, which at 30 m are a ninth of the 10 m input.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -16,11 +18,14 @@ import rasterio.io
 from numba import njit
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
+from pyproj import Transformer
 from rasterio.enums import Resampling
+from rasterio.rpc import RPC
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from musyq.core.errors import InputError
+from musyq.core import rpc
 from musyq.core.grid import crs_wkt
 from musyq.core.scene import BandSource
 
@@ -120,62 +125,135 @@ def source_window(dataset: rasterio.io.DatasetReader, geobox: GeoBox, margin: in
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
+@dataclass(frozen=True)
+class Terrain:
+    """Heights that place an image known only by its RPC model: a DEM (metres above the ellipsoid) where
+    given, else one height for the whole scene (None: the model's own mean height)."""
+
+    dem: Path | None = None
+    height: float | None = None
+
+    def transformer_options(self, rpc: RPC) -> dict[str, str | float]:
+        height = rpc.height_off if self.height is None else self.height
+        if self.dem is None:
+            return {"RPC_HEIGHT": height}
+        return {"RPC_DEM": str(self.dem), "RPC_DEMINTERPOLATION": "bilinear", "RPC_DEM_MISSING_VALUE": height}
+
+
+def _ground_outline(geobox: GeoBox, points: int = 21) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Longitudes and latitudes of a grid's edges and of a few lines across it."""
+    height, width = geobox.shape.yx
+    rows, cols = np.meshgrid(np.linspace(0, height, points), np.linspace(0, width, points), indexing="ij")
+    a = geobox.affine
+    x = a.c + a.a * cols.ravel() + a.b * rows.ravel()
+    y = a.f + a.d * cols.ravel() + a.e * rows.ravel()
+    lon, lat = Transformer.from_crs(crs_wkt(geobox), "EPSG:4326", always_xy=True).transform(x, y)
+    return np.asarray(lon), np.asarray(lat)
+
+
+def _warp_rpc(dataset: rasterio.io.DatasetReader, source: BandSource, geobox: GeoBox, method: ReflectanceResampling,
+              threads: int, terrain: Terrain, destination: NDArray[np.float32]) -> None:
+    """Orthorectify the part of an RPC-located image under ``geobox`` with GDAL's RPC transformer.
+
+    Only the image window the tile can fall in, at any height the model spans, is decoded; the model is
+    moved to that window. Pixels already filled (from another part of the band) are kept.
+    """
+    model = dataset.rpcs
+    if model is None:
+        raise InputError(source.path, "has neither a map georeference nor an RPC model (its .rpb is missing)")
+    lon, lat = _ground_outline(geobox)
+    heights = (model.height_off - model.height_scale, model.height_off + model.height_scale)
+    window = rpc.image_window(model, lon, lat, heights, (dataset.height, dataset.width))
+    if window is None:
+        return
+    row0, row1, col0, col1 = window
+    data = dataset.read(source.index, window=Window(col0, row0, col1 - col0, row1 - row0))
+    reproject(
+        source=data, destination=destination, rpcs=rpc.windowed(model, row0, col0), src_crs="EPSG:4326",
+        src_nodata=source.nodata, dst_transform=geobox.affine, dst_crs=crs_wkt(geobox), dst_nodata=np.nan,
+        init_dest_nodata=False,
+        resampling=resampling_for(source.band.resolution, abs(geobox.resolution.x), method),
+        num_threads=threads, warp_mem_limit=256, **terrain.transformer_options(model),
+    )
+
+
 def warp_band(
     source: BandSource, geobox: GeoBox, method: ReflectanceResampling = ReflectanceResampling.bilinear,
-    threads: int = 2, destination: NDArray[np.float32] | None = None,
+    threads: int = 2, destination: NDArray[np.float32] | None = None, terrain: Terrain | None = None,
 ) -> NDArray[np.float32]:
     """The band's DN on ``geobox`` as float32, NaN wherever the input has no data.
 
     Coarsening by a whole factor on the input's own grid (10 m Sentinel-2 to 30 m on its tile) is a
     block mean of the decoded pixels, which equals GDAL's area average at a fraction of its cost;
-    everything else goes through GDAL's warper. Either way only the input window under ``geobox`` is
-    decoded, and it is decoded by a plain read, which fails loudly on a damaged file where the warper
-    would log the error and carry on.
+    everything else goes through GDAL's warper, with the RPC model and ``terrain`` for images that have
+    no map georeference. Either way only the input window under ``geobox`` is decoded, and it is decoded
+    by a plain read, which fails loudly on a damaged file where the warper would log the error and carry on.
     """
     if destination is None:
         destination = np.empty(geobox.shape.yx, dtype=np.float32)
     destination.fill(np.nan)
-    try:
-        with rasterio.open(source.path) as dataset:
-            if source.index > dataset.count:
-                raise InputError(source.path, f"has {dataset.count} bands, band {source.index} was expected")
-            blocks = aligned_blocks(dataset, geobox)
-            if blocks is not None:
-                _coarsen_aligned(dataset, source.index, source.nodata, geobox, blocks, destination)
-                return destination
-            window = source_window(dataset, geobox)
-            if window is None:
-                return destination
-            reproject(
-                source=dataset.read(source.index, window=window),
-                destination=destination,
-                src_transform=dataset.window_transform(window),
-                src_crs=dataset.crs,
-                src_nodata=source.nodata,
-                dst_transform=geobox.affine,
-                dst_crs=crs_wkt(geobox),
-                dst_nodata=np.nan,
-                resampling=resampling_for(abs(dataset.res[0]), abs(geobox.resolution.x), method),
-                num_threads=threads,
-                warp_mem_limit=256,
-            )
-    except rasterio.RasterioIOError as exc:
-        raise InputError(source.path, f"cannot read band {source.band.id}: {_root_cause(exc)}") from exc
+    for path in source.paths:
+        try:
+            with rasterio.open(path) as dataset:
+                if source.index > dataset.count:
+                    raise InputError(path, f"has {dataset.count} bands, band {source.index} was expected")
+                if dataset.crs is None:
+                    _warp_rpc(dataset, source, geobox, method, threads, terrain or Terrain(), destination)
+                    continue
+                blocks = aligned_blocks(dataset, geobox)
+                if blocks is not None:
+                    _coarsen_aligned(dataset, source.index, source.nodata, geobox, blocks, destination)
+                    continue
+                window = source_window(dataset, geobox)
+                if window is None:
+                    continue
+                reproject(
+                    source=dataset.read(source.index, window=window),
+                    destination=destination,
+                    src_transform=dataset.window_transform(window),
+                    src_crs=dataset.crs,
+                    src_nodata=source.nodata,
+                    dst_transform=geobox.affine,
+                    dst_crs=crs_wkt(geobox),
+                    dst_nodata=np.nan,
+                    resampling=resampling_for(abs(dataset.res[0]), abs(geobox.resolution.x), method),
+                    num_threads=threads,
+                    warp_mem_limit=256,
+                )
+        except rasterio.RasterioIOError as exc:
+            raise InputError(path, f"cannot read band {source.band.id}: {_root_cause(exc)}") from exc
     return destination
 
 
-def read_overview(source: BandSource, shape: tuple[int, int]) -> NDArray[np.float32]:
-    """The band's DN averaged down to ``shape`` over its own full extent, NaN where it has no data.
+def read_overview(source: BandSource, geobox: GeoBox, terrain: Terrain | None = None) -> NDArray[np.float32]:
+    """The band's DN averaged down onto ``geobox``, a decimation of its ``native_geobox``; NaN where no data.
 
     A decimated read, so GDAL decodes JPEG 2000 at a reduced resolution level and uses GeoTIFF
-    overviews where there are any: a scene overview costs a fraction of a full read.
+    overviews where there are any: a scene overview costs a fraction of a full read. An image known by
+    its RPC model is read decimated as well, then placed with the decimated model.
     """
-    try:
-        with rasterio.open(source.path) as dataset:
-            values = dataset.read(source.index, out_shape=shape, resampling=Resampling.average).astype(np.float32)
-    except rasterio.RasterioIOError as exc:
-        raise InputError(source.path, f"cannot read band {source.band.id}: {_root_cause(exc)}") from exc
-    if source.nodata is not None:
-        values[values == np.float32(source.nodata)] = np.nan
-    return np.asarray(values, dtype=np.float32)
-
+    shape = geobox.shape.yx
+    values = np.full(shape, np.nan, dtype=np.float32)
+    for path in source.paths:
+        try:
+            with rasterio.open(path) as dataset:
+                if dataset.crs is not None:
+                    values = dataset.read(source.index, out_shape=shape, resampling=Resampling.average).astype(np.float32)
+                    if source.nodata is not None:
+                        values[values == np.float32(source.nodata)] = np.nan
+                    continue
+                model = dataset.rpcs
+                if model is None:
+                    raise InputError(path, "has neither a map georeference nor an RPC model (its .rpb is missing)")
+                factor = max(abs(geobox.resolution.x) / source.band.resolution, 1.0)
+                rows, cols = max(round(dataset.height / factor), 1), max(round(dataset.width / factor), 1)
+                # nearest keeps fill pixels out of the averages at the image edge
+                data = dataset.read(source.index, out_shape=(rows, cols), resampling=Resampling.nearest)
+                reproject(source=data, destination=values, rpcs=rpc.decimated(model, dataset.height / rows,
+                                                                               dataset.width / cols),
+                          src_crs="EPSG:4326", src_nodata=source.nodata, dst_transform=geobox.affine,
+                          dst_crs=crs_wkt(geobox), dst_nodata=np.nan, init_dest_nodata=False,
+                          resampling=Resampling.bilinear, **(terrain or Terrain()).transformer_options(model))
+        except rasterio.RasterioIOError as exc:
+            raise InputError(path, f"cannot read band {source.band.id}: {_root_cause(exc)}") from exc
+    return values

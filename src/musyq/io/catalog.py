@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pystac
 
-from musyq.core.errors import InputError, MusyqError
+from musyq.core.errors import InputError, MusyqError, SensorError
 from musyq.core.sensors import resolve_sensor_id
 from musyq.io.stac import COLLECTION_FILE
 
@@ -18,8 +18,12 @@ def _collection_file(path: Path) -> Path:
 
 
 def item_sensor(item: pystac.Item) -> str:
-    """The musyq sensor id an item was made from (its id starts with it)."""
-    return item.id.split(".")[0]
+    """The musyq sensor id an item was made from (its id starts with it, or with the sensor's product code)."""
+    prefix = item.id.split(".")[0]
+    try:
+        return resolve_sensor_id(prefix)
+    except SensorError:
+        return prefix
 
 
 def as_datetime(value: date | datetime | str, end: bool = False) -> datetime:

@@ -30,6 +30,7 @@ from rio_tiler.models import ImageData
 from musyq.core.errors import MusyqError
 from musyq.portal.catalog import Asset, Item
 from musyq.products.expression import Expression
+from musyq.timeseries.reconstruct import OBSERVED
 
 TILE_SIZE = 256
 OPEN_FILES = 512  # files kept open, with the blocks GDAL decoded from them
@@ -252,8 +253,13 @@ def point_series(items: Sequence[Item], lon: float, lat: float, asset_key: str, 
             quality = None if code is None else int(code)
         if value is None and quality in (None, 0):
             continue
-        filled = bool(item.properties.get("musyq:reconstructed")) or asset_key == "ARDP" or "FLAG" in item.assets
-        state = "filled" if filled else "observed" if quality in (None, CLEAR) else "flagged"
+        if "FLAG" in item.assets:  # an ARD+ month says per pixel whether it was observed or filled
+            flags = item.assets["FLAG"]
+            how = pixel_values(flags, lon, lat, flags.bands[:1] or ("band1",))
+            flag = None if how is None else next(iter(how.values.values()))
+            state = "observed" if flag == OBSERVED else "filled" if flag else "flagged"
+        else:
+            state = "observed" if quality in (None, CLEAR) else "flagged"
         series.append(Observation(item.datetime.isoformat(), item.id, item.id.split(".")[0], value, state,
                                   quality))
     return series

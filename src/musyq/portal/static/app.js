@@ -74,7 +74,8 @@ async function draw(fit) {
   say("");
   $("band-row").style.display = $("layer").value === "band" ? "" : "none";
   $("expression-row").style.display = $("layer").value === "expression" ? "" : "none";
-  const bands = item.assets[imageAsset(item)].bands;
+  const named = item.assets[imageAsset(item)].bands;
+  const bands = named.length ? named : ["1"];  // a one-band layer has no band names
   if ($("band").dataset.item !== item.id) {
     const chosen = $("band").value;
     $("band").innerHTML = bands.map((b) => `<option>${b}</option>`).join("");
@@ -226,6 +227,10 @@ async function listCollections() {
   $("collection").innerHTML = collections.filter((c) => c.items).map((c) =>
     `<option value="${c.key}">${c.id} (${c.key}, ${c.items})</option>`).join("");
   if (chosen && collections.some((c) => c.key === chosen)) $("collection").value = chosen;
+  else {  // a first look opens on reflectance rather than on the saved expressions
+    const reflectance = collections.find((c) => c.items && c.key !== "expressions");
+    if (reflectance) $("collection").value = reflectance.key;
+  }
 }
 
 async function start() {

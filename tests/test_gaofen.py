@@ -1,0 +1,268 @@
+"""Gaofen WFV Level-1A to 16 m ARD, checked on a simulated product (clearly labelled so in its XML) built by
+``musyq simulate`` from real data: the Sentinel-2 surface reflectance iCOR made of a 2019-04-11 scene of Mol,
+Belgium (openEO test data) as the truth, the eo-learn Slovenian DEM stretched over it as terrain (664-801 m),
+seen 32 degrees off nadir by an outer camera through a 6S atmosphere with AOD 0.3 and the published 2021
+gains. The aerosol prior is iCOR's Landsat 8 surface reflectance of another date (2020-06-13)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tarfile
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import point
+from rasterio.windows import from_bounds
+from typer.testing import CliRunner
+
+from musyq.ard.coregister import Mode, register
+from musyq.cli import app
+from musyq.core.errors import InputError
+from musyq.core.grid import get_tile
+from musyq.core.scene import RadianceCalibration
+from musyq.core.sensors import solar_irradiance
+from musyq.io.readers import open_scene
+from musyq.io.readers.gaofen import coefficients_for, parse_metadata, read_calibration_table
+
+from .conftest import DATA
+
+SOURCE = DATA / "gaofen-simulation"
+SR_BANDS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}
+AOD = 0.3
+ITEM = re.compile(r"^GF1WFV1\.16m\.\d{13}\.31UFS\.001$")
+
+
+def _run(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _unpack_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    previous = os.environ.get("MUSYQ_CACHE")
+    os.environ["MUSYQ_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("MUSYQ_CACHE")
+    else:
+        os.environ["MUSYQ_CACHE"] = previous
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The DEM stretched over the truth's extent and the Landsat 8 aerosol prior, as GeoTIFFs."""
+    folder = tmp_path_factory.mktemp("inputs")
+    heights = np.load(SOURCE / "eo-learn-DEM.npy")[..., 0].astype(np.float32)
+    with rasterio.open(SOURCE / "ref_check_icor_S2_B02.tif") as source:
+        left, bottom, right, top = source.bounds
+        crs = source.crs
+    transform = Affine((right - left + 200) / heights.shape[1], 0, left - 100, 0,
+                       -(top - bottom + 200) / heights.shape[0], top + 100)
+    with rasterio.open(folder / "dem.tif", "w", driver="GTiff", width=heights.shape[1], height=heights.shape[0],
+                       count=1, dtype="float32", crs=crs, transform=transform) as dem:
+        dem.write(heights, 1)
+    bands = []
+    for band in ("B02", "B03", "B04"):
+        with rasterio.open(SOURCE / f"ref_check_icor_L8_{band}.tif") as source:
+            bands.append(source.read(1).astype(np.float32) / 10_000)
+            profile = source.profile
+    profile.update(count=3, dtype="float32", nodata=None)
+    with rasterio.open(folder / "prior.tif", "w", **profile) as prior:
+        prior.write(np.stack(bands))
+        for index, name in enumerate(("blue", "green", "red"), start=1):
+            prior.set_band_description(index, name)
+    return folder
+
+
+def _simulate(out: Path, inputs: Path, *extra: str) -> dict[str, Path]:
+    bands = [f"{name}={SOURCE / f'ref_check_icor_S2_{band}.tif'}" for name, band in SR_BANDS.items()]
+    _run("simulate", *bands, "--tile", "31UFS", "--out", str(out), "--dem", str(inputs / "dem.tif"),
+         "--aod", str(AOD), "--source-sensor", "S2B_MSI", *extra)
+    return {"product": next(out.glob("GF1_WFV1_*_L1A*.tar.gz")), "truth": next(out.glob("*.truth.tif")),
+            "dem": next(out.glob("*.dem.tif"))}
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory, inputs: Path) -> dict[str, Path]:
+    return _simulate(tmp_path_factory.mktemp("simulated"), inputs)
+
+
+def _ard(product: Path, out: Path, dem: Path, *extra: str) -> Path:
+    _run("ard", str(product), "--out", str(out), "--resolution", "16", "--dem", str(dem), "--no-nbar",
+         "--bandpass-to", "none", *extra)
+    return next(out.glob("31UFS/*/*.SR.tif"))
+
+
+def _against_truth(sr_path: Path, truth_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The chain's SR and the truth on the truth's window of the tile, NaN where either has no data."""
+    with rasterio.open(truth_path) as truth, rasterio.open(sr_path) as sr:
+        window = from_bounds(*truth.bounds, sr.transform).round_offsets().round_lengths()
+        raw = sr.read(window=window)
+        made = np.where(raw == sr.nodata, np.nan, raw * sr.scales[0])
+        expected = truth.read().astype(np.float64)
+    both = np.isfinite(made).all(axis=0) & np.isfinite(expected).all(axis=0)
+    return np.where(both, made, np.nan), np.where(both, expected, np.nan)
+
+
+def _offset(made: np.ndarray, expected: np.ndarray) -> float:
+    found = register(expected[3], made[3], (16.0, 16.0), Mode.global_)
+    return float(np.hypot(found.offset_x_px, found.offset_y_px))
+
+
+def test_the_calibration_table_reproduces_the_published_coefficients(tmp_path: Path) -> None:
+    table = read_calibration_table(None)
+    gains = [g for g, _ in coefficients_for("GF1_WFV1", 2017, 4, table, "t")[0]]
+    assert gains == [0.2165, 0.1685, 0.1354, 0.1507]  # CRESDA's 2017 notice
+    assert [g for g, _ in coefficients_for("GF1_WFV4", 2020, 4, table, "t")[0]] == [0.2522, 0.2029, 0.1528, 0.1031]
+    gf6 = coefficients_for("GF6_WFV", 2019, 8, table, "t")[0]
+    assert [g for g, _ in gf6] == [0.0705, 0.0567, 0.0516, 0.0322, 0.0532, 0.0453, 0.0786, 0.0585]
+    assert all(b == 0 for _, b in gf6)
+    # 2013 is published as L = DN / A + L0: DN 300 must give a radiance of tens, not thousands
+    (gain, bias), *_ = coefficients_for("GF1_WFV1", 2013, 4, table, "t")[0]
+    assert gain == pytest.approx(1 / 5.851) and bias == 0.0039
+    assert 30 < gain * 300 + bias < 80
+    with pytest.raises(InputError, match="no calibration of GF1_WFV2 for 2030"):
+        coefficients_for("GF1_WFV2", 2030, 4, table, "t")
+    with pytest.raises(InputError, match="no calibration for camera GF2_PMS1"):
+        coefficients_for("GF2_PMS1", 2020, 4, table, "t")
+    user = tmp_path / "calibration.json"
+    user.write_text(json.dumps({"sensors": {"GF1_WFV2": {"2030": {"gain": [0.2, 0.19, 0.18, 0.17]}}}}))
+    assert coefficients_for("GF1_WFV2", 2030, 4, read_calibration_table(user), user)[0][3] == (0.17, 0.0)
+    assert coefficients_for("GF1_WFV2", 2017, 4, read_calibration_table(user), user)[0][0] == (0.2097, 0.0)
+
+
+def test_the_reader_recovers_every_metadata_field(simulated: dict[str, Path], tmp_path: Path) -> None:
+    scene = open_scene(simulated["product"])
+    assert scene.reader == "gaofen-l1a" and scene.sensor.id == "GF1_WFV1" and scene.crs == "EPSG:32631"
+    assert scene.product_id.startswith("GF1_WFV1_E5.3_N51.3_20210411_L1A")
+    # CenterTime is written in Beijing time; the sun zenith of the XML says so, and the scene is in UTC
+    assert abs(scene.acquired - datetime(2021, 4, 11, 10, 8, 56)) < timedelta(seconds=1)
+    assert "Beijing" in str(scene.metadata["time"])
+    assert scene.metadata["calibration"] == "GF1_WFV1 2021 table"
+    irradiance = solar_irradiance("GF1_WFV1")
+    calibrations = [s.calibration for s in scene.bands]
+    assert calibrations == [RadianceCalibration(g, 0.0, irradiance[b]) for g, b in
+                            zip((0.1722, 0.1496, 0.1227, 0.1262), ("B1", "B2", "B3", "B4"), strict=True)]
+    assert scene.metadata["image_width"] > 200 and scene.metadata["strips"] == 1
+    # the per-pixel angles follow the RPC model's lines of sight: 32 degrees off nadir at the centre, as the XML says
+    centre = scene.footprint.to_crs(scene.crs).centroid.coords[0]
+    box = GeoBox((3, 3), Affine(16, 0, centre[0] - 24, 0, -16, centre[1] + 24), scene.crs)
+    angles = scene.angles.on(box)
+    assert float(angles.view_zenith[1, 1]) == pytest.approx(float(scene.metadata["view_zenith_xml"]), abs=0.1)
+    assert float(angles.view_azimuth[1, 1]) == pytest.approx(float(scene.metadata["view_azimuth_xml"]), abs=0.5)
+    assert float(angles.sun_zenith[1, 1]) == pytest.approx(float(scene.metadata["sun_zenith_xml"]), abs=0.1)
+    # the same product unpacked reads the same
+    with tarfile.open(simulated["product"]) as bundle:
+        bundle.extractall(tmp_path / "folder", filter="data")
+    again = open_scene(tmp_path / "folder")
+    assert again.acquired == scene.acquired and again.footprint.geom.equals(scene.footprint.geom)
+    xml = next((tmp_path / "folder").glob("*.xml"))
+    meta = parse_metadata(xml, xml.name)
+    assert (meta.satellite, meta.camera, meta.level, meta.pixel_bits) == ("GF1", "WFV1", "LEVEL1A", 10)
+    assert meta.corners is not None and scene.footprint.contains(point(*np.mean(meta.corners, axis=0), "EPSG:4326"))
+
+
+def test_the_chain_returns_the_surface_within_0_01_and_the_geometry_within_0_3_px(
+        simulated: dict[str, Path], inputs: Path, tmp_path: Path) -> None:
+    sr = _ard(simulated["product"], tmp_path / "ard", simulated["dem"], "--aod-prior", str(inputs / "prior.tif"))
+    assert ITEM.match(sr.parent.name) and sr.name == f"{sr.parent.name}.SR.tif"
+    with rasterio.open(sr) as dataset:
+        assert dataset.shape == (6863, 6863) and dataset.res == (16.0, 16.0)
+        assert dataset.transform == get_tile("31UFS").geobox(16).affine
+    made, expected = _against_truth(sr, simulated["truth"])
+    both = np.isfinite(made[0])
+    assert both.sum() > 40_000
+    for k in range(4):
+        error = made[k][both] - expected[k][both]
+        assert abs(error.mean()) < 0.01 and np.sqrt(np.mean(error**2)) < 0.01, (k, error.mean())
+    assert _offset(made, expected) < 0.3
+    item = json.loads(next(sr.parent.glob("*.json")).read_text())
+    assert abs(item["properties"]["musyq:aot550"] - AOD) < 0.1
+    assert item["properties"]["musyq:aot550_source"].startswith("surface prior")
+    assert item["properties"]["view:incidence_angle"] == pytest.approx(32.0, abs=0.5)
+    for layer in ("TOA", "AOD", "ANG", "MASK"):
+        assert (sr.parent / f"{sr.parent.name}.{layer}.tif").exists()
+
+
+def test_a_biased_rpc_model_is_corrected_by_coregistration(inputs: Path, tmp_path: Path) -> None:
+    simulated = _simulate(tmp_path / "biased", inputs, "--rpc-bias", "1.5", "-2.0")
+    made, expected = _against_truth(_ard(simulated["product"], tmp_path / "plain", simulated["dem"],
+                                         "--aod", str(AOD)), simulated["truth"])
+    assert 2.0 < _offset(made, expected) < 3.0
+    sr = _ard(simulated["product"], tmp_path / "fixed", simulated["dem"], "--aod", str(AOD), "--coregister-to",
+              str(simulated["truth"]), "--coregister-max-rmse", "0.8")
+    made, expected = _against_truth(sr, simulated["truth"])
+    assert _offset(made, expected) < 0.3
+    registration = json.loads(next(sr.parent.glob("*.json")).read_text())["properties"]["musyq:coregistration"]
+    assert registration["applied"] and registration["rmse_px"] < 0.8
+
+
+def test_column_strips_as_gaofen_6_delivers_them_make_one_image(inputs: Path, tmp_path: Path) -> None:
+    simulated = _simulate(tmp_path / "strips", inputs, "--strips", "3")
+    with tarfile.open(simulated["product"]) as bundle:
+        names = sorted(bundle.getnames())
+    assert [n for n in names if n.endswith(".tiff")] == [n.replace(".rpb", ".tiff") for n in names
+                                                         if n.endswith(".rpb")]
+    assert sum(n.endswith(".tiff") for n in names) == 3 and sum(n.endswith(".xml") for n in names) == 1
+    scene = open_scene(simulated["product"])
+    assert scene.metadata["strips"] == 3 and len(scene.bands[0].parts) == 2
+    made, expected = _against_truth(_ard(simulated["product"], tmp_path / "ard", simulated["dem"], "--aod", str(AOD)),
+                                    simulated["truth"])
+    both = np.isfinite(made[0])
+    assert both.sum() > 40_000  # no seams left empty between the strips
+    assert np.sqrt(np.nanmean((made[3] - expected[3]) ** 2)) < 0.01 and _offset(made, expected) < 0.3
+
+
+def _damaged(simulated: dict[str, Path], tmp_path: Path) -> Path:
+    folder = tmp_path / "product"
+    with tarfile.open(simulated["product"]) as bundle:
+        bundle.extractall(folder, filter="data")
+    return folder
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("xml", "is not readable XML"),
+    ("rpb", "has no RPC file beside it"),
+    ("camera", "camera GF1 WFV9 is not a Gaofen WFV camera"),
+    ("year", "no calibration of GF1_WFV1 for 2031"),
+    ("tiff", "is not a readable GeoTIFF"),
+    ("archive", "is not a complete tar archive"),
+])
+def test_a_damaged_product_gets_a_clear_error_and_leaves_nothing(simulated: dict[str, Path], tmp_path: Path,
+                                                                 damage: str, message: str) -> None:
+    folder = _damaged(simulated, tmp_path)
+    xml = next(folder.glob("*.xml"))
+    tiff = next(folder.glob("*.tiff"))
+    target: Path = folder
+    if damage == "xml":
+        xml.write_text(xml.read_text()[:400])
+    elif damage == "rpb":
+        tiff.with_suffix(".rpb").unlink()
+    elif damage == "camera":
+        xml.write_text(xml.read_text().replace("<SensorID>WFV1<", "<SensorID>WFV9<"))
+    elif damage == "year":
+        xml.write_text(re.sub(r"2021-04-1[01]", "2031-04-11", xml.read_text()))
+    elif damage == "tiff":
+        data = tiff.read_bytes()
+        tiff.write_bytes(data[: len(data) // 2])
+    else:
+        target = tmp_path / simulated["product"].name
+        data = simulated["product"].read_bytes()
+        target.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["ard", str(target), "--out", str(out), "--resolution", "16", "--aod", "0.3"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and message in text, text
+    assert "Traceback" not in text
+    assert not out.exists() or not list(out.rglob("*.tif"))
+    shutil.rmtree(folder)
