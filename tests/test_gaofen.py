@@ -2,7 +2,8 @@
 ``musyq simulate`` from real data: the Sentinel-2 surface reflectance iCOR made of a 2019-04-11 scene of Mol,
 Belgium (openEO test data) as the truth, the eo-learn Slovenian DEM stretched over it as terrain (664-801 m),
 seen 32 degrees off nadir by an outer camera through a 6S atmosphere with AOD 0.3 and the published 2021
-gains. The aerosol prior is iCOR's Landsat 8 surface reflectance of another date (2020-06-13)."""
+gains; the surface has Roy et al.'s BRDF shape, so the truth is its NBAR. Pixels the 10-bit camera clipped
+are left out of the truth."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import rasterio
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import point
+from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 from typer.testing import CliRunner
 
@@ -60,7 +62,7 @@ def _unpack_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The DEM stretched over the truth's extent and the Landsat 8 aerosol prior, as GeoTIFFs."""
+    """The DEM stretched over the truth's extent, as a GeoTIFF."""
     folder = tmp_path_factory.mktemp("inputs")
     heights = np.load(SOURCE / "eo-learn-DEM.npy")[..., 0].astype(np.float32)
     with rasterio.open(SOURCE / "ref_check_icor_S2_B02.tif") as source:
@@ -71,17 +73,24 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with rasterio.open(folder / "dem.tif", "w", driver="GTiff", width=heights.shape[1], height=heights.shape[0],
                        count=1, dtype="float32", crs=crs, transform=transform) as dem:
         dem.write(heights, 1)
-    bands = []
-    for band in ("B02", "B03", "B04"):
-        with rasterio.open(SOURCE / f"ref_check_icor_L8_{band}.tif") as source:
-            bands.append(source.read(1).astype(np.float32) / 10_000)
-            profile = source.profile
-    profile.update(count=3, dtype="float32", nodata=None)
-    with rasterio.open(folder / "prior.tif", "w", **profile) as prior:
-        prior.write(np.stack(bands))
-        for index, name in enumerate(("blue", "green", "red"), start=1):
-            prior.set_band_description(index, name)
     return folder
+
+
+def _composite(truth: Path, out: Path, factor: int = 30) -> Path:
+    """The aerosol prior a production run would take, a surface reflectance composite of the period: here
+    the truth averaged to 480 m."""
+    with rasterio.open(truth) as source:
+        shape = (source.count, source.height // factor, source.width // factor)
+        data = source.read(out_shape=shape, resampling=Resampling.average)
+        profile = source.profile
+        profile.update(height=shape[1], width=shape[2],
+                       transform=source.transform * Affine.scale(source.width / shape[2], source.height / shape[1]))
+        names = source.descriptions
+    with rasterio.open(out, "w", **profile) as prior:
+        prior.write(data)
+        for index, name in enumerate(names, start=1):
+            prior.set_band_description(index, name)
+    return out
 
 
 def _simulate(out: Path, inputs: Path, *extra: str) -> dict[str, Path]:
@@ -98,8 +107,8 @@ def simulated(tmp_path_factory: pytest.TempPathFactory, inputs: Path) -> dict[st
 
 
 def _ard(product: Path, out: Path, dem: Path, *extra: str) -> Path:
-    _run("ard", str(product), "--out", str(out), "--resolution", "16", "--dem", str(dem), "--no-nbar",
-         "--bandpass-to", "none", *extra)
+    _run("ard", str(product), "--out", str(out), "--resolution", "16", "--dem", str(dem), "--bandpass-to", "none",
+         *extra)
     return next(out.glob("31UFS/*/*.SR.tif"))
 
 
@@ -174,7 +183,8 @@ def test_the_reader_recovers_every_metadata_field(simulated: dict[str, Path], tm
 
 def test_the_chain_returns_the_surface_within_0_01_and_the_geometry_within_0_3_px(
         simulated: dict[str, Path], inputs: Path, tmp_path: Path) -> None:
-    sr = _ard(simulated["product"], tmp_path / "ard", simulated["dem"], "--aod-prior", str(inputs / "prior.tif"))
+    prior = _composite(simulated["truth"], tmp_path / "prior.tif")
+    sr = _ard(simulated["product"], tmp_path / "ard", simulated["dem"], "--aod-prior", str(prior))
     assert ITEM.match(sr.parent.name) and sr.name == f"{sr.parent.name}.SR.tif"
     with rasterio.open(sr) as dataset:
         assert dataset.shape == (6863, 6863) and dataset.res == (16.0, 16.0)

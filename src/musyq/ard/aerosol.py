@@ -41,7 +41,8 @@ from musyq.ard.atmcor import (
     toa_reflectance,
 )
 from musyq.ard.lut import BandTable, scattering_angle
-from musyq.core.sensors import endmember_bands, get_sensor
+from musyq.ard.brdf import brdf, roy_coefficients
+from musyq.core.sensors import Band, endmember_bands, get_sensor
 
 Array = NDArray[np.float64]
 
@@ -320,9 +321,19 @@ def endmember_aot(
     return _finish(values, retrieved, "endmember fit", fallback, MIN_RETRIEVED_SHARE)
 
 
+def view_factor(band: Band, state: BlockState) -> Array:
+    """Per block, the surface reflectance in the observed geometry over that seen from nadir under the same
+    sun, by Roy et al.'s fixed BRDF shape (1 for bands it does not cover)."""
+    shape = roy_coefficients(band)
+    if shape is None:
+        return np.ones_like(state.sun_zenith)
+    observed = brdf(shape, state.sun_zenith, state.view_zenith, state.relative_azimuth)
+    return np.asarray(observed / brdf(shape, state.sun_zenith, 0.0, 0.0))
+
+
 def prior_surface_aot(
     table: BandTable, channels: dict[str, Channel], prior: dict[str, NDArray[np.float32]], valid: NDArray[np.bool_],
-    blocks: Blocks, state: BlockState, fallback: float,
+    blocks: Blocks, state: BlockState, fallback: float, clear: NDArray[np.bool_] | None = None,
 ) -> Retrieval:
     """AOD at 550 nm per block from a surface-reflectance prior of the same place (blue and red).
 
@@ -330,13 +341,29 @@ def prior_surface_aot(
     another sensor, or a composite) stands for the surface; the AOD is the one whose simulated
     TOA of that surface matches the observed blue and red, over pixels that are dark enough in
     blue for the aerosol signal to dominate.
+
+    The prior also screens the pixels itself: a pixel brighter in blue than its prior surface under
+    the thickest aerosol of the tables is cloud, one darker than under none is shadow. Blocks where the
+    quality mask's ``clear`` pixels are enough use those; elsewhere (a four-band mask can call a whole hazy
+    scene cloud) the screened pixels serve.
     """
     names = ("blue", "red")
     toa = {n: blocks.split(channels[n].toa) for n in names}
-    surface_prior = {n: blocks.split(prior[n]) for n in names}
+    # the prior is seen from nadir; this camera may look 35 degrees off it, where the surface looks otherwise
+    view = {n: view_factor(get_sensor(table.sensor_id).band(channels[n].band), state) for n in names}
+    surface_prior = {n: blocks.split(prior[n]) * view[n][..., None] for n in names}
+    every = np.ones(blocks.grid, dtype=bool)
+    flat = surface_prior["blue"].reshape(-1, surface_prior["blue"].shape[-1])
+    bounds = [toa_reflectance(np.nan_to_num(flat), state.coefficients(table, channels["blue"].band, every, [[aot]]))
+              .reshape(surface_prior["blue"].shape) for aot in (AOT_CANDIDATES[0], AOT_CANDIDATES[-1])]
     with np.errstate(invalid="ignore"):
-        usable = (blocks.split(valid).astype(bool) & np.isfinite(surface_prior["blue"]) & np.isfinite(surface_prior["red"])
-                  & (surface_prior["blue"] > 0.0) & (surface_prior["blue"] < 0.12) & (toa["blue"] < 0.3))
+        screened = (blocks.split(valid).astype(bool) & np.isfinite(surface_prior["blue"])
+                    & np.isfinite(surface_prior["red"]) & (surface_prior["blue"] > 0.0) & (surface_prior["blue"] < 0.12)
+                    & (toa["blue"] < 0.3) & (toa["blue"] >= bounds[0] - 0.01) & (toa["blue"] <= bounds[1]))
+    usable = screened
+    if clear is not None:
+        masked = screened & blocks.split(clear).astype(bool)
+        usable = np.where(blocks.enough(masked.sum(axis=-1))[..., None], masked, screened)
     retrieved = blocks.enough(usable.sum(axis=-1))
     medians = {f"toa_{n}": masked_median(toa[n], usable) for n in names}
     medians.update({f"prior_{n}": masked_median(surface_prior[n], usable) for n in names})

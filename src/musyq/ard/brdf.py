@@ -33,7 +33,7 @@ from musyq.ard.atmcor import coarse_nodes, upsample
 from musyq.core.errors import InputError
 from musyq.core.sensors import Band
 from musyq.core.solar import solar_angles
-from musyq.ard.surface import warp_band_to
+from musyq.core.tiling import warp_to
 
 Array = NDArray[np.float64]
 KERNEL_STEP = 16  # pixels between the nodes where the kernels are evaluated; the angles vary slowly
@@ -184,7 +184,7 @@ def load_brdf_parameters(path: Path, geobox: GeoBox) -> BrdfParameters:
             for index, name in enumerate(names):
                 band, _, kernel = name.rpartition("_")
                 if kernel in ("iso", "vol", "geo") and band:
-                    found.setdefault(band, {})[kernel] = warp_band_to(source, index, geobox)
+                    found.setdefault(band, {})[kernel] = warp_to(source, index, geobox)
     except rasterio.RasterioIOError as exc:
         raise InputError(path, f"cannot read the BRDF parameters: {exc}") from None
     complete = {b: (k["iso"], k["vol"], k["geo"]) for b, k in found.items() if len(k) == 3}

@@ -35,11 +35,12 @@ from scipy import ndimage
 
 from musyq.ard.atmcor import Atmosphere, Coefficients, coefficients, toa_reflectance
 from musyq.ard.bandpass import coefficients as band_fits
+from musyq.ard.brdf import brdf, nbar_sun_zenith, roy_coefficients
 from musyq.ard.lut import load_table
 from musyq.core import rpc as rpc_model
 from musyq.core.errors import InputError, MusyqError
 from musyq.core.grid import crs_wkt, get_tile
-from musyq.core.sensors import get_sensor, solar_irradiance
+from musyq.core.sensors import Band, get_sensor, solar_irradiance
 from musyq.core.solar import earth_sun_distance, solar_angles
 from musyq.io.readers.gaofen import (
     BEIJING,
@@ -80,6 +81,7 @@ class Camera:
     gain_error: float = 0.0  # relative DN error to put in (a calibration drift)
     rpc_bias_px: tuple[float, float] = (0.0, 0.0)  # lines, samples the written RPC model is off by
     clock: str = "beijing"  # how CenterTime is written: "beijing" or "utc"
+    anisotropic: bool = True  # the surface has Roy et al.'s BRDF shape, the truth being its NBAR
     product_id: str = "0000123456"
 
 
@@ -116,7 +118,9 @@ def truth_reflectance(paths: dict[str, Path], source_sensor: str, target_sensor:
         raise InputError(first, f"covers fewer than 64 x 64 pixels of tile {tile_id} at {resolution:g} m")
     window = grid[row0:row1, col0:col1]
     bands, names = [], []
-    for band in target.reflective_bands:
+    wanted = target.reflective_bands if target.family == "gaofen" else \
+        tuple(b for b in target.reflective_bands if b.common_name in paths)
+    for band in wanted:
         if band.common_name not in paths:
             raise InputError(first, f"the source has no {band.common_name} band for {target.id} {band.id}")
         with rasterio.open(paths[band.common_name]) as dataset:
@@ -385,6 +389,9 @@ def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out
                         for band in truth])
     sun_zenith, sun_azimuth, view_zenith, view_azimuth, nodes, node_height = view_geometry(pushbroom, shape, acquired,
                                                                              ground, crs)
+    if camera.anisotropic:
+        anisotropy(surface, sensor.reflective_bands, (sun_zenith, sun_azimuth, view_zenith, view_azimuth), nodes,
+                   (centre_lon, centre_lat), acquired)
     table = load_table(sensor.id)
     atmosphere = Atmosphere(camera.aot550, camera.water_vapour, camera.ozone, camera.aerosol_model,
                             np.clip(node_height, 0, None) / 1000.0)
@@ -403,6 +410,7 @@ def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out
         counts = (radiance - pairs[k][1]) / pairs[k][0] * (1.0 + camera.gain_error)
         dn[k] = np.where(inside, np.clip(np.round(counts), 1, 2**DN_BITS - 1), 0).astype(np.uint16)
 
+    truth = unobservable(truth, dn == 2**DN_BITS - 1, rows, cols)
     base = product_name(sensor.id, centre_lon, centre_lat, camera, acquired)
     folder = out_dir / base
     temporary = out_dir / f".{base}.partial"
@@ -432,6 +440,78 @@ def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out
         dem_path = write_truth(out_dir / f"{base}.dem.tif", elevation[None], grid, ("height",))
     return Simulation(product, truth_path, dem_path, tile_id, worst,
                       (float(view_zenith.min()), float(view_zenith.max())))
+
+
+def unobservable(truth: F32, clipped: NDArray[np.bool_], rows: F64, cols: F64) -> F32:
+    """The truth without the cells whose signal the camera clipped (bright roofs at 10 bits): no chain can
+    return them."""
+    lost = clipped.any(axis=0)
+    cells = np.zeros((int(truth.shape[1]), int(truth.shape[2])), dtype=bool)
+    r = np.clip(np.round(rows[lost]).astype(int), 0, cells.shape[0] - 1)
+    c = np.clip(np.round(cols[lost]).astype(int), 0, cells.shape[1] - 1)
+    cells[r, c] = True
+    cells = ndimage.binary_dilation(cells, iterations=2)
+    return np.where(cells[None], np.float32(np.nan), truth).astype(np.float32)
+
+
+def anisotropy(surface: F64, bands: tuple[Band, ...], geometry: tuple[F64, F64, F64, F64],
+               nodes: tuple[F64, F64], centre: tuple[float, float], acquired: datetime) -> None:
+    """Give the surface (the NBAR truth) Roy et al.'s BRDF shape in the observed geometry, in place."""
+    sun_zenith, sun_azimuth, view_zenith, view_azimuth = geometry
+    standard = nbar_sun_zenith(centre[1], centre[0], acquired, float(np.median(sun_zenith)))
+    for k, band in enumerate(bands):
+        shape = roy_coefficients(band)
+        if shape is None:
+            continue
+        factor = brdf(shape, sun_zenith, view_zenith, view_azimuth - sun_azimuth) / brdf(shape, standard, 0.0, 0.0)
+        surface[k] *= upsample_nodes(factor, nodes, (int(surface.shape[1]), int(surface.shape[2])))
+
+
+def simulate_reference(truth_paths: dict[str, Path], source_sensor: str, sensor_id: str, tile_id: str, out_dir: Path,
+                       camera: Camera) -> Path:
+    """A nadir-viewing sensor's TOA of the same surface (Sentinel-2 L1C style: reflectance x 10000, band ids as
+    band descriptions) on its 16 m truth grid: the reference of a cross-calibration."""
+    sensor = get_sensor(sensor_id)
+    truth, grid, names = truth_reflectance(truth_paths, source_sensor, sensor.id, tile_id)
+    crs = crs_wkt(grid)
+    centre_x, centre_y = grid.affine * (grid.shape.x / 2, grid.shape.y / 2)
+    centre_lon, centre_lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(centre_x, centre_y)
+    acquired = camera.acquired or (datetime(2021, 4, 11) + timedelta(hours=10.5 - centre_lon / 15)).replace(
+        microsecond=0)
+    shape = grid.shape.yx
+    rows, cols = node_grid(shape[0], NODE_STEP), node_grid(shape[1], NODE_STEP)
+    x = grid.affine.c + (cols + 0.5) * grid.affine.a
+    y = grid.affine.f + (rows + 0.5) * grid.affine.e
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(*np.meshgrid(x, y))
+    sun_zenith, sun_azimuth = (np.asarray(v) for v in solar_angles(acquired, np.asarray(lat), np.asarray(lon)))
+    nadir = np.zeros_like(sun_zenith)
+    bands = tuple(b for b in sensor.reflective_bands if b.common_name in names)
+    surface = np.nan_to_num(truth.astype(np.float64), nan=0.0)
+    if camera.anisotropic:
+        anisotropy(surface, bands, (sun_zenith, sun_azimuth, nadir, nadir), (rows, cols), (centre_lon, centre_lat),
+                   acquired)
+    table = load_table(sensor.id)
+    atmosphere = Atmosphere(camera.aot550, camera.water_vapour, camera.ozone, camera.aerosol_model, 0.0)
+    dn = np.zeros((len(bands), *shape), dtype=np.uint16)
+    valid = np.isfinite(truth).all(axis=0)
+    for k, band in enumerate(bands):
+        coef = coefficients(table, band.id, atmosphere, sun_zenith, nadir, sun_azimuth)
+        nodes = (rows, cols)
+        toa = toa_reflectance(surface[k], Coefficients(*(upsample_nodes(np.asarray(v, dtype=np.float64), nodes, shape)
+                                                         for v in (coef.gain, coef.offset, coef.albedo))))
+        dn[k] = np.where(valid, np.clip(np.round(toa * 10_000 * (1 + camera.gain_error)), 1, 65_534), 0)
+    path = out_dir / f"{sensor.id}_{acquired:%Y%m%dT%H%M%S}_{tile_id}_simulated_TOA.tif"
+    temporary = path.with_name(f".{path.name}.partial")
+    with rasterio.open(temporary, "w", driver="GTiff", width=shape[1], height=shape[0], count=len(bands),
+                       dtype="uint16", crs=crs, transform=grid.affine, nodata=0, tiled=True,
+                       compress="deflate") as dataset:
+        dataset.write(dn)
+        for index, band in enumerate(bands, start=1):
+            dataset.set_band_description(index, band.id)
+        dataset.update_tags(SIMULATED="simulated by musyq from a real surface reflectance; view nadir",
+                            DATETIME=f"{acquired:%Y-%m-%dT%H:%M:%SZ}")
+    temporary.replace(path)
+    return path
 
 
 def default_shape(grid: GeoBox, camera: Camera) -> tuple[int, int]:

@@ -14,8 +14,6 @@ import numpy as np
 import rasterio
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
-from rasterio.enums import Resampling
-from rasterio.warp import reproject
 
 from musyq.ard.aerosol import (
     CLIMATOLOGY_AOT,
@@ -32,9 +30,9 @@ from musyq.ard.aerosol import (
 from musyq.core.angles import fill_gaps
 from musyq.ard.atmcor import Atmosphere, SigmaTerms, coarse_nodes, coefficients, correct_band, upsample
 from musyq.core.errors import InputError, MusyqError
-from musyq.core.grid import crs_wkt
 from musyq.ard.lut import AEROSOL_MODELS, BandTable, interpolation_rms
 from musyq.core.sensors import Band, get_sensor
+from musyq.core.tiling import warp_to
 
 Array = NDArray[np.float64]
 
@@ -152,12 +150,13 @@ def _water_vapour(
 def _aerosol(
     table: BandTable, bands: tuple[Band, ...], toa: NDArray[np.float32], valid: NDArray[np.bool_], blocks: Blocks,
     state: BlockState, options: AtmosphereOptions, prior: dict[str, NDArray[np.float32]] | None,
+    clear: NDArray[np.bool_] | None = None,
 ) -> Retrieval:
     if options.aot550 is not None:
         return Retrieval(np.full(blocks.grid, options.aot550), f"given {options.aot550}")
     visible = _channels(bands, toa, ("blue", "red"))
     if prior is not None and visible is not None:
-        return prior_surface_aot(table, visible, prior, valid, blocks, state, DEFAULT_AOT)
+        return prior_surface_aot(table, visible, prior, valid, blocks, state, DEFAULT_AOT, clear)
     dark_target = _channels(bands, toa, ("blue", "red", "nir", "swir22"))
     vnir = _channels(bands, toa, ENDMEMBER_BANDS)
     method = options.aerosol_method
@@ -208,7 +207,10 @@ def correct_tile(
 
     usable = valid if clear is None else valid & clear
     vapour_block, vapour_note = _water_vapour(table, bands, toa, usable, blocks, state(np.ones(blocks.grid)), options)
-    aerosol = _aerosol(table, bands, toa, usable, blocks, state(vapour_block), options, prior)
+    if prior is not None:  # the prior screens the pixels itself, the mask's clear ones preferred
+        aerosol = _aerosol(table, bands, toa, valid, blocks, state(vapour_block), options, prior, clear)
+    else:
+        aerosol = _aerosol(table, bands, toa, usable, blocks, state(vapour_block), options, prior)
     notes = {"water_vapour": vapour_note, "aot550": aerosol.note}
 
     rows, cols = coarse_nodes(shape[0], COEFFICIENT_STEP), coarse_nodes(shape[1], COEFFICIENT_STEP)
@@ -239,14 +241,6 @@ def correct_tile(
     return SurfaceResult(surface_bands, reflectance, uncertainty, aot_full, mean_vapour, notes, aerosol.assumed)
 
 
-def warp_band_to(source: rasterio.DatasetReader, index: int, geobox: GeoBox) -> NDArray[np.float32]:
-    """Band ``index`` (0-based) of an open raster resampled bilinearly onto ``geobox``, scaled, nodata as NaN."""
-    values = np.full(geobox.shape.yx, np.nan, dtype=np.float32)
-    reproject(rasterio.band(source, index + 1), values, dst_transform=geobox.affine, dst_crs=crs_wkt(geobox),
-              src_nodata=source.nodata, dst_nodata=np.nan, resampling=Resampling.bilinear)
-    return values * np.float32(source.scales[index]) + np.float32(source.offsets[index])
-
-
 def load_prior(path: Path, geobox: GeoBox) -> dict[str, NDArray[np.float32]]:
     """Blue and red surface reflectance from a raster whose band descriptions name them (a musyq SR COG),
     resampled onto ``geobox``."""
@@ -255,7 +249,7 @@ def load_prior(path: Path, geobox: GeoBox) -> dict[str, NDArray[np.float32]]:
             names = [d or "" for d in source.descriptions]
             if "blue" not in names or "red" not in names:
                 raise InputError(path, f"an aerosol prior needs bands described as blue and red; it has {names}")
-            return {name: warp_band_to(source, names.index(name), geobox) for name in ("blue", "red")}
+            return {name: warp_to(source, names.index(name), geobox) for name in ("blue", "red")}
     except rasterio.RasterioIOError as exc:
         raise InputError(path, f"cannot read the aerosol prior: {exc}") from None
 
@@ -264,6 +258,6 @@ def load_elevation(path: Path, geobox: GeoBox) -> NDArray[np.float32]:
     """Terrain height in metres from a DEM (first band), resampled onto ``geobox``."""
     try:
         with rasterio.open(path) as source:
-            return warp_band_to(source, 0, geobox)
+            return warp_to(source, 0, geobox)
     except rasterio.RasterioIOError as exc:
         raise InputError(path, f"cannot read the elevation model: {exc}") from None

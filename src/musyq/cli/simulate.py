@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -32,13 +33,23 @@ def _shape(text: str | None) -> tuple[int, int] | None:
     return lines, samples
 
 
+def _when(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text.rstrip("Z")).replace(tzinfo=None)
+    except ValueError:
+        raise MusyqError(f"--datetime {text!r} is not an ISO 8601 time") from None
+
+
 def simulate(
     bands: list[str] = typer.Argument(..., help="Surface reflectance bands as NAME=FILE (blue=B02.tif green=... "
                                       "red=... nir=...); reflectance or reflectance x 10000."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     tile: str = typer.Option(..., "--tile", "-t", help="MGRS tile of the truth grid."),
     source_sensor: str = typer.Option("S2A_MSI", "--source-sensor", help="Sensor the reflectance comes from."),
-    sensor: str = typer.Option("GF1_WFV1", "--sensor", help="Camera to simulate (GF1_WFV1-4, GF6_WFV)."),
+    sensor: str = typer.Option("GF1_WFV1", "--sensor", help="Camera to simulate (GF1_WFV1-4, GF6_WFV); another "
+                               "sensor (S2B_MSI) gives its nadir TOA as a cross-calibration reference."),
     dem: Path | None = typer.Option(None, "--dem", help="Terrain heights (metres above the ellipsoid)."),
     aod: float = typer.Option(0.2, "--aod", help="Aerosol optical depth at 550 nm."),
     water_vapour: float = typer.Option(1.2, "--water-vapour", help="g/cm2."),
@@ -50,10 +61,15 @@ def simulate(
     shape: str | None = typer.Option(None, "--shape", help="Image size LINESxSAMPLES (default: what fits)."),
     clock: str = typer.Option("beijing", "--clock", help="How CenterTime is written: beijing or utc."),
     calibration: Path | None = typer.Option(None, "--calibration", help="Calibration table over the shipped one."),
+    when: str | None = typer.Option(None, "--datetime", help="Acquisition time, UTC (default: 11 April 2021 at "
+                                    "10:30 local solar time)."),
+    lambertian: bool = typer.Option(False, "--lambertian", help="A Lambertian surface instead of Roy et al.'s "
+                                    "BRDF shape."),
 ) -> None:
     """Write GF*_WFV*_..._L1A*.tar.gz (labelled simulated) and its truth: the surface reflectance in the camera's
     bands on the 16 m grid of TILE."""
-    from musyq.ard.simulate import Camera, simulate as run
+    from musyq.ard.simulate import Camera, simulate as run, simulate_reference
+    from musyq.core.sensors import get_sensor
 
     with user_errors():
         if clock not in ("beijing", "utc"):
@@ -62,8 +78,12 @@ def simulate(
             raise MusyqError("--strips must be at least 1")
         camera = Camera(sensor=sensor.upper(), view_zenith=view_zenith, shape=_shape(shape), strips=strips,
                         aot550=aod, water_vapour=water_vapour, gain_error=gain_error, rpc_bias_px=rpc_bias,
-                        clock=clock)
+                        clock=clock, acquired=_when(when), anisotropic=not lambertian)
         out.mkdir(parents=True, exist_ok=True)
+        if get_sensor(sensor).family != "gaofen":
+            reference = simulate_reference(_band_paths(bands), source_sensor, sensor, tile, out, camera)
+            console.print(f"simulated nadir TOA of {get_sensor(sensor).id}: {reference}")
+            return
         result = run(_band_paths(bands), source_sensor, tile, out, camera, dem, calibration)
     console.print(f"simulated product: {result.product}\ntruth: {result.truth}" +
                   (f"\nterrain: {result.dem}" if result.dem else "") +

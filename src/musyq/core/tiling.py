@@ -257,3 +257,11 @@ def read_overview(source: BandSource, geobox: GeoBox, terrain: Terrain | None = 
         except rasterio.RasterioIOError as exc:
             raise InputError(path, f"cannot read band {source.band.id}: {_root_cause(exc)}") from exc
     return values
+
+
+def warp_to(source: rasterio.DatasetReader, index: int, geobox: GeoBox) -> NDArray[np.float32]:
+    """Band ``index`` (0-based) of an open raster resampled bilinearly onto ``geobox``, scaled, nodata as NaN."""
+    values = np.full(geobox.shape.yx, np.nan, dtype=np.float32)
+    reproject(rasterio.band(source, index + 1), values, dst_transform=geobox.affine, dst_crs=crs_wkt(geobox),
+              src_nodata=source.nodata, dst_nodata=np.nan, resampling=Resampling.bilinear)
+    return values * np.float32(source.scales[index]) + np.float32(source.offsets[index])
