@@ -106,7 +106,10 @@ def truth_reflectance(paths: dict[str, Path], source_sensor: str, target_sensor:
     the source extent. ``paths`` maps common band names to single-band rasters of reflectance (values above
     2 are read as reflectance x 10000)."""
     target = get_sensor(target_sensor)
-    fits = {(f.surface, f.target_band): f for f in band_fits(get_sensor(source_sensor).id, target.id)}
+    source = get_sensor(source_sensor)
+    # the line from the source band of the same common name (Sentinel-2 B08, not B8A, for nir)
+    fits = {(f.surface, f.target_band): f for f in band_fits(source.id, target.id)
+            if source.band(f.source_band).common_name == target.band(f.target_band).common_name}
     grid = get_tile(tile_id).geobox(resolution)
     first = next(iter(paths.values()))
     with rasterio.open(first) as dataset:
@@ -468,7 +471,7 @@ def anisotropy(surface: F64, bands: tuple[Band, ...], geometry: tuple[F64, F64, 
 
 
 def simulate_reference(truth_paths: dict[str, Path], source_sensor: str, sensor_id: str, tile_id: str, out_dir: Path,
-                       camera: Camera) -> Path:
+                       camera: Camera, dem: Path | None = None) -> Path:
     """A nadir-viewing sensor's TOA of the same surface (Sentinel-2 L1C style: reflectance x 10000, band ids as
     band descriptions) on its 16 m truth grid: the reference of a cross-calibration."""
     sensor = get_sensor(sensor_id)
@@ -491,7 +494,10 @@ def simulate_reference(truth_paths: dict[str, Path], source_sensor: str, sensor_
         anisotropy(surface, bands, (sun_zenith, sun_azimuth, nadir, nadir), (rows, cols), (centre_lon, centre_lat),
                    acquired)
     table = load_table(sensor.id)
-    atmosphere = Atmosphere(camera.aot550, camera.water_vapour, camera.ozone, camera.aerosol_model, 0.0)
+    terrain = elevation_on(dem, grid)[np.ix_(np.clip(rows, 0, shape[0] - 1).astype(int),
+                                            np.clip(cols, 0, shape[1] - 1).astype(int))]
+    atmosphere = Atmosphere(camera.aot550, camera.water_vapour, camera.ozone, camera.aerosol_model,
+                            np.clip(terrain, 0, None) / 1000.0)
     dn = np.zeros((len(bands), *shape), dtype=np.uint16)
     valid = np.isfinite(truth).all(axis=0)
     for k, band in enumerate(bands):

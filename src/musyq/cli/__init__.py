@@ -9,7 +9,7 @@ from importlib import import_module
 import typer
 
 COMMANDS = ("info", "ard", "mask", "coregister", "demo", "cube", "composite", "reconstruct", "gapfill", "product",
-            "validate", "serve", "simulate")  # each module's function of the same name
+            "validate", "serve", "simulate", "crosscal")  # each module's function of the same name
 GROUPS = ("lut", "bandpass", "cloudmodel", "order")  # each module's ``app``
 
 

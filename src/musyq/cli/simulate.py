@@ -81,7 +81,7 @@ def simulate(
                         clock=clock, acquired=_when(when), anisotropic=not lambertian)
         out.mkdir(parents=True, exist_ok=True)
         if get_sensor(sensor).family != "gaofen":
-            reference = simulate_reference(_band_paths(bands), source_sensor, sensor, tile, out, camera)
+            reference = simulate_reference(_band_paths(bands), source_sensor, sensor, tile, out, camera, dem)
             console.print(f"simulated nadir TOA of {get_sensor(sensor).id}: {reference}")
             return
         result = run(_band_paths(bands), source_sensor, tile, out, camera, dem, calibration)
