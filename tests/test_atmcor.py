@@ -184,8 +184,8 @@ def test_endmember_retrieval_recovers_the_aod_of_a_simulated_scene() -> None:
 
 
 def test_aerosol_from_a_surface_prior_recovers_the_references_aod() -> None:
-    """Gaofen-style retrieval: with iCOR's surface reflectance (made at AOD 0.14) as the prior, the
-    retrieved AOD is the one iCOR used."""
+    """Gaofen-style retrieval: with iCOR's surface reflectance (made at AOD 0.14, in the scene's own view) as the
+    prior, the retrieved AOD is the one iCOR used."""
     bands, toa, angles, valid = _crop_toa()
     prior = {name: (_read(f"ref_check_icor_S2_{band}.tif") / 10000).astype(np.float32)
              for name, band in (("blue", "B02"), ("red", "B04"))}
@@ -194,7 +194,7 @@ def test_aerosol_from_a_surface_prior_recovers_the_references_aod() -> None:
         layer[~clear] = np.nan
     vapour = float(np.median(_read("ref_check_icor_S2_CWV.tif")) / 100)
     result = correct_tile(load_table("S2A_MSI"), bands, toa, angles, valid, 10.0,
-                          AtmosphereOptions(water_vapour=vapour, ozone=0.33), prior)
+                          AtmosphereOptions(water_vapour=vapour, ozone=0.33, prior_at_nadir=False), prior)
     retrieved = float(np.nanmedian(result.aot550))
     print(f"\nAOD from the iCOR surface prior: {retrieved:.3f} (iCOR used 0.14); {result.notes['aot550']}")
     assert result.notes["aot550"].startswith("surface prior")

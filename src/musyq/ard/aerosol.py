@@ -334,6 +334,7 @@ def view_factor(band: Band, state: BlockState) -> Array:
 def prior_surface_aot(
     table: BandTable, channels: dict[str, Channel], prior: dict[str, NDArray[np.float32]], valid: NDArray[np.bool_],
     blocks: Blocks, state: BlockState, fallback: float, clear: NDArray[np.bool_] | None = None,
+    at_nadir: bool = True,
 ) -> Retrieval:
     """AOD at 550 nm per block from a surface-reflectance prior of the same place (blue and red).
 
@@ -343,23 +344,24 @@ def prior_surface_aot(
     blue for the aerosol signal to dominate.
 
     The prior also screens the pixels itself: a pixel brighter in blue than its prior surface under
-    the thickest aerosol of the tables is cloud, one darker than under none is shadow. Blocks where the
+    the thickest aerosol of the tables is cloud. Blocks where the
     quality mask's ``clear`` pixels are enough use those; elsewhere (a four-band mask can call a whole hazy
     scene cloud) the screened pixels serve.
     """
     names = ("blue", "red")
     toa = {n: blocks.split(channels[n].toa) for n in names}
-    # the prior is seen from nadir; this camera may look 35 degrees off it, where the surface looks otherwise
-    view = {n: view_factor(get_sensor(table.sensor_id).band(channels[n].band), state) for n in names}
+    # a nadir prior (NBAR) is put in this camera's view, up to 35 degrees off nadir, where the surface looks otherwise
+    view = {n: view_factor(get_sensor(table.sensor_id).band(channels[n].band), state) if at_nadir
+            else np.ones_like(state.sun_zenith) for n in names}
     surface_prior = {n: blocks.split(prior[n]) * view[n][..., None] for n in names}
     every = np.ones(blocks.grid, dtype=bool)
     flat = surface_prior["blue"].reshape(-1, surface_prior["blue"].shape[-1])
-    bounds = [toa_reflectance(np.nan_to_num(flat), state.coefficients(table, channels["blue"].band, every, [[aot]]))
-              .reshape(surface_prior["blue"].shape) for aot in (AOT_CANDIDATES[0], AOT_CANDIDATES[-1])]
+    brightest = toa_reflectance(np.nan_to_num(flat), state.coefficients(
+        table, channels["blue"].band, every, [[AOT_CANDIDATES[-1]]])).reshape(surface_prior["blue"].shape)
     with np.errstate(invalid="ignore"):
         screened = (blocks.split(valid).astype(bool) & np.isfinite(surface_prior["blue"])
                     & np.isfinite(surface_prior["red"]) & (surface_prior["blue"] > 0.0) & (surface_prior["blue"] < 0.12)
-                    & (toa["blue"] < 0.3) & (toa["blue"] >= bounds[0] - 0.01) & (toa["blue"] <= bounds[1]))
+                    & (toa["blue"] < 0.3) & (toa["blue"] <= brightest))
     usable = screened
     if clear is not None:
         masked = screened & blocks.split(clear).astype(bool)

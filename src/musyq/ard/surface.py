@@ -71,6 +71,7 @@ class AtmosphereOptions:
     # auto: dark target where there is a 2.2 um band and dark vegetation, else the endmember fit
     aerosol_method: str = "auto"
     aot_prior: Path | None = None  # surface reflectance of the same place, for sensors without 2.2 um
+    prior_at_nadir: bool = True  # the prior is seen from nadir (an NBAR product), not in this scene's geometry
     elevation_m: float = 0.0  # surface height when no DEM is given
     dem: Path | None = None
 
@@ -156,7 +157,7 @@ def _aerosol(
         return Retrieval(np.full(blocks.grid, options.aot550), f"given {options.aot550}")
     visible = _channels(bands, toa, ("blue", "red"))
     if prior is not None and visible is not None:
-        return prior_surface_aot(table, visible, prior, valid, blocks, state, DEFAULT_AOT, clear)
+        return prior_surface_aot(table, visible, prior, valid, blocks, state, DEFAULT_AOT, clear, options.prior_at_nadir)
     dark_target = _channels(bands, toa, ("blue", "red", "nir", "swir22"))
     vnir = _channels(bands, toa, ENDMEMBER_BANDS)
     method = options.aerosol_method
