@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -30,14 +30,15 @@ from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.rpc import RPC
-from rasterio.warp import reproject
+from rasterio.warp import reproject, transform_bounds
 from scipy import ndimage
 
-from musyq.ard.atmcor import Atmosphere, Coefficients, coefficients, toa_reflectance
+from musyq.ard.atmcor import Atmosphere, Coefficients, coefficients, toa_reflectance, upsample
 from musyq.ard.bandpass import coefficients as band_fits
 from musyq.ard.brdf import brdf, nbar_sun_zenith, roy_coefficients
 from musyq.ard.lut import load_table
 from musyq.core import rpc as rpc_model
+from musyq.core.angles import ground_frame
 from musyq.core.errors import InputError, MusyqError
 from musyq.core.grid import crs_wkt, get_tile
 from musyq.core.sensors import Band, get_sensor, solar_irradiance
@@ -95,7 +96,6 @@ class Simulation:
     tile: str
     rpc_residual_px: float
     view_zenith_range: tuple[float, float]
-    notes: list[str] = field(default_factory=list)
 
 
 # --- the truth ---------------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def truth_reflectance(paths: dict[str, Path], source_sensor: str, target_sensor:
     grid = get_tile(tile_id).geobox(resolution)
     first = next(iter(paths.values()))
     with rasterio.open(first) as dataset:
-        left, bottom, right, top = rasterio.warp.transform_bounds(dataset.crs, crs_wkt(grid), *dataset.bounds)
+        left, bottom, right, top = transform_bounds(dataset.crs, crs_wkt(grid), *dataset.bounds)
     inverse = ~grid.affine
     col0, row0 = (math.ceil(v) for v in inverse * (left, top))
     col1, row1 = (math.floor(v) for v in inverse * (right, bottom))
@@ -202,10 +202,8 @@ def build_camera(centre_lon: float, centre_lat: float, centre_height: float, cam
     """Place the orbit so that the image centre sees the scene centre at ``camera.view_zenith``."""
     x, y, z = GEODETIC_TO_ECEF.transform(centre_lon, centre_lat, centre_height)
     ground = np.array([x, y, z])
-    lam, phi = math.radians(centre_lon), math.radians(centre_lat)
-    east = np.array([-math.sin(lam), math.cos(lam), 0.0])
-    north = np.array([-math.sin(phi) * math.cos(lam), -math.sin(phi) * math.sin(lam), math.cos(phi)])
-    up = np.array([math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)])
+    phi = math.radians(centre_lat)
+    _, east, north, up = ground_frame(np.array(centre_lon), np.array(centre_lat))
     ratio = max(min(math.cos(math.radians(INCLINATION_DEG)) / math.cos(phi), 1.0), -1.0)
     heading = math.asin(ratio)  # ascending track azimuth
     if camera.descending:
@@ -344,10 +342,7 @@ def view_geometry(camera: Pushbroom, shape: tuple[int, int], acquired: datetime,
     lon, lat = np.asarray(lon), np.asarray(lat)
     gx, gy, gz = GEODETIC_TO_ECEF.transform(lon, lat, height)
     towards = satellite - np.stack([gx, gy, gz], axis=-1)
-    lam, phi = np.radians(lon), np.radians(lat)
-    east = np.stack([-np.sin(lam), np.cos(lam), np.zeros_like(lam)], axis=-1)
-    north = np.stack([-np.sin(phi) * np.cos(lam), -np.sin(phi) * np.sin(lam), np.cos(phi)], axis=-1)
-    up = np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=-1)
+    _, east, north, up = ground_frame(lon, lat)
     e, n, u = (np.sum(towards * v, axis=-1) for v in (east, north, up))
     view_zenith = np.degrees(np.arctan2(np.hypot(e, n), u))
     view_azimuth = np.degrees(np.arctan2(e, n)) % 360
@@ -356,11 +351,8 @@ def view_geometry(camera: Pushbroom, shape: tuple[int, int], acquired: datetime,
 
 
 def upsample_nodes(values: F64, nodes: tuple[F64, F64], shape: tuple[int, int]) -> F64:
-    """Bilinear interpolation of node values to every pixel."""
-    rows = np.arange(shape[0]) / NODE_STEP
-    cols = np.arange(shape[1]) / NODE_STEP
-    grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
-    return np.asarray(ndimage.map_coordinates(values, [grid_r, grid_c], order=1, mode="nearest"))
+    """Bilinear interpolation of node values to every pixel (the correction's own node interpolation)."""
+    return upsample(values, nodes[0].astype(np.intp), nodes[1].astype(np.intp), shape).astype(np.float64)
 
 
 def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out_dir: Path, camera: Camera,
@@ -372,12 +364,9 @@ def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out
     truth, grid, names = truth_reflectance(truth_paths, source_sensor, sensor.id, tile_id)
     elevation = elevation_on(dem, grid)
     crs = crs_wkt(grid)
-    centre_x, centre_y = grid.affine * (grid.shape.x / 2, grid.shape.y / 2)
-    centre_lon, centre_lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(centre_x, centre_y)
+    (centre_lon, centre_lat), acquired = centre_and_time(grid, camera)
     centre_height = float(np.median(elevation))
     heights = (float(elevation.min()) - 50.0, float(elevation.max()) + 50.0)
-    overpass = datetime(2021, 4, 11) + timedelta(hours=10.5 - centre_lon / 15)
-    acquired = camera.acquired or overpass.replace(microsecond=0)
     shape = camera.shape or default_shape(grid, camera)
     pushbroom = build_camera(centre_lon, centre_lat, centre_height, camera, shape)
     ground = ground_points(pushbroom, shape, heights, crs, elevation, grid)
@@ -477,10 +466,7 @@ def simulate_reference(truth_paths: dict[str, Path], source_sensor: str, sensor_
     sensor = get_sensor(sensor_id)
     truth, grid, names = truth_reflectance(truth_paths, source_sensor, sensor.id, tile_id)
     crs = crs_wkt(grid)
-    centre_x, centre_y = grid.affine * (grid.shape.x / 2, grid.shape.y / 2)
-    centre_lon, centre_lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(centre_x, centre_y)
-    acquired = camera.acquired or (datetime(2021, 4, 11) + timedelta(hours=10.5 - centre_lon / 15)).replace(
-        microsecond=0)
+    (centre_lon, centre_lat), acquired = centre_and_time(grid, camera)
     shape = grid.shape.yx
     rows, cols = node_grid(shape[0], NODE_STEP), node_grid(shape[1], NODE_STEP)
     x = grid.affine.c + (cols + 0.5) * grid.affine.a
@@ -518,6 +504,15 @@ def simulate_reference(truth_paths: dict[str, Path], source_sensor: str, sensor_
                             DATETIME=f"{acquired:%Y-%m-%dT%H:%M:%SZ}")
     temporary.replace(path)
     return path
+
+
+def centre_and_time(grid: GeoBox, camera: Camera) -> tuple[tuple[float, float], datetime]:
+    """The truth's centre (lon, lat) and the acquisition time: the camera's, else 11 April 2021 at 10:30 local
+    solar time there."""
+    x, y = grid.affine * (grid.shape.x / 2, grid.shape.y / 2)
+    lon, lat = Transformer.from_crs(crs_wkt(grid), "EPSG:4326", always_xy=True).transform(x, y)
+    overpass = (datetime(2021, 4, 11) + timedelta(hours=10.5 - lon / 15)).replace(microsecond=0)
+    return (float(lon), float(lat)), camera.acquired or overpass
 
 
 def default_shape(grid: GeoBox, camera: Camera) -> tuple[int, int]:

@@ -220,7 +220,7 @@ WGS84_A = 6_378_137.0
 WGS84_E2 = 6.694379990141317e-3
 
 
-def _ground_frame(lon: F64, lat: F64) -> tuple[F64, F64, F64, F64]:
+def ground_frame(lon: F64, lat: F64) -> tuple[F64, F64, F64, F64]:
     """ECEF position on the ellipsoid and the local east, north and up unit vectors (stacked last)."""
     lam, phi = np.radians(lon), np.radians(lat)
     radius = WGS84_A / np.sqrt(1 - WGS84_E2 * np.sin(phi) ** 2)
@@ -239,7 +239,7 @@ def view_from_track(lon: F64, lat: F64, track: F64) -> tuple[F64, F64]:
     its velocity; that crossing is found between the two track samples where ``(P - S) . V`` changes sign.
     """
     velocity = np.gradient(track, axis=0)
-    ground, east, north, up = _ground_frame(lon.ravel(), lat.ravel())
+    ground, east, north, up = ground_frame(lon.ravel(), lat.ravel())
     ahead = np.einsum("pk,tk->pt", ground, velocity) - np.einsum("tk,tk->t", track, velocity)[None, :]
     crossed = (ahead[:, :-1] >= 0) & (ahead[:, 1:] < 0)
     last = track.shape[0] - 2
