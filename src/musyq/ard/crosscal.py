@@ -130,8 +130,9 @@ def cross_calibrate(target: Scene, reference: Scene, resolution: float = 160.0, 
             continue
         reference_bands = tuple(s.band for s in reference.reflective_sources)
         elevation = load_elevation(dem, box) if dem is not None else None
+        settings = AtmosphereOptions(aot550=aot550, dem=dem)
         surface = correct_tile(load_table(reference.sensor.id), reference_bands, toa_r, angles_r, valid, resolution,
-                               AtmosphereOptions(aot550=aot550, dem=dem), elevation=elevation)
+                               settings, elevation=elevation)
         aots.append(float(np.nanmean(surface.aot550[valid])))
         surface_ids = tuple(b.id for b in surface.bands)
         usable_pairs = [(t, r) for t, r in pairs if r in surface_ids]
@@ -149,7 +150,7 @@ def cross_calibrate(target: Scene, reference: Scene, resolution: float = 160.0, 
                          usable_pairs)
         heights = np.zeros(valid.shape) if elevation is None else np.clip(np.nan_to_num(elevation), 0, None) / 1000
         atmosphere = Atmosphere(np.nan_to_num(surface.aot550, nan=float(np.nanmean(surface.aot550))),
-                                surface.water_vapour, 0.3, "continental", heights)
+                                surface.water_vapour, settings.ozone, settings.aerosol_model, heights)
         sun_az_t, sun_t, view_az_t, view_t = (a.astype(np.float64) for a in angles_t)
         sun_az_r, sun_r, view_az_r, view_r = (a.astype(np.float64) for a in angles_r)
         table = load_table(target.sensor.id)
