@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import point
@@ -26,6 +27,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 from typer.testing import CliRunner
 
+from musyq.ard.bandpass import coefficients as band_fits
 from musyq.ard.coregister import Mode, register
 from musyq.cli import app
 from musyq.core.errors import InputError
@@ -202,6 +204,22 @@ def test_the_chain_returns_the_surface_within_0_01_and_the_geometry_within_0_3_p
     assert item["properties"]["view:incidence_angle"] == pytest.approx(32.0, abs=0.5)
     for layer in ("TOA", "AOD", "ANG", "MASK"):
         assert (sr.parent / f"{sr.parent.name}.{layer}.tif").exists()
+    # the 10-bit camera clips bright roofs: those pixels carry the saturation flag, and they are where the
+    # simulation could not keep the truth
+    with rasterio.open(str(sr).replace(".SR.", ".MASK.")) as mask, rasterio.open(simulated["truth"]) as truth:
+        window = from_bounds(*truth.bounds, mask.transform).round_offsets().round_lengths()
+        processing = mask.read(2, window=window)
+        lost = ~np.isfinite(truth.read(1))
+    flagged = (processing & 128) > 0
+    with tarfile.open(simulated["product"]) as bundle:
+        image = next(m for m in bundle.getmembers() if m.name.endswith(".tiff"))
+        bundle.extract(image, tmp_path / "raw", filter="data")
+    with rasterio.open(tmp_path / "raw" / image.name) as raw:
+        dn = raw.read()
+    clipped = float((dn == 1023).any(axis=0).sum() / (dn > 0).all(axis=0).sum())
+    share = float(flagged.sum() / (processing > 0).sum())
+    assert 0.01 < clipped < 0.1 and 0.3 * clipped < share < 1.2 * clipped, (clipped, share)
+    assert lost[flagged].mean() > 0.95
 
 
 def test_a_biased_rpc_model_is_corrected_by_coregistration(inputs: Path, tmp_path: Path) -> None:
@@ -306,3 +324,48 @@ def test_cross_calibration_recovers_a_gain_error_within_0_5_percent(inputs: Path
         # what is left without an error is the band adjustment's model: the site's two-member spectrum
         # against the library lines the simulation used
         assert abs(ratios["0"][band] - 1) < 0.03, band
+
+
+def test_gaofen_tiles_join_sentinel2_and_landsat_in_one_cube(simulated: dict[str, Path], inputs: Path,
+                                                             tmp_path: Path) -> None:
+    """The same surface seen by GF-1 WFV1, a nadir Sentinel-2B and a nadir Landsat 8 on three days, each through
+    `musyq ard` (bandpass to OLI, as HLS): `musyq cube` takes the three on the 16 m grid of 31UFS and they
+    agree with each other and with the truth in OLI bands."""
+    bands = [f"{name}={SOURCE / f'ref_check_icor_S2_{band}.tif'}" for name, band in SR_BANDS.items()]
+    catalog = tmp_path / "ard"
+    _run("ard", str(simulated["product"]), "--out", str(catalog), "--resolution", "16", "--dem",
+         str(simulated["dem"]), "--aod", str(AOD))
+    for sensor, short, when in (("S2B_MSI", "S2B", "2021-04-13T10:40:00"), ("L8_OLI", "L8", "2021-04-15T10:30:00")):
+        _run("simulate", *bands, "--tile", "31UFS", "--dem", str(inputs / "dem.tif"), "--aod", str(AOD),
+             "--source-sensor", "S2B_MSI", "--sensor", sensor, "--datetime", when, "--out", str(tmp_path / short))
+        _run("ard", str(next((tmp_path / short).glob("*_simulated_TOA.tif"))), "--sensor", short, "--datetime", when,
+             "--out", str(catalog), "--tile", "31UFS", "--resolution", "16", "--aod", str(AOD), "--dem",
+             str(inputs / "dem.tif"))
+    store = tmp_path / "cube.zarr"
+    text = _run("cube", "--catalog", str(catalog), "--tile", "31UFS", "--from", "2021-04-01", "--to", "2021-04-30",
+                "--bands", "blue,green,red,nir", "--out", str(store))
+    assert "3 dates from GF1_WFV1, L8_OLI, S2B_MSI" in text and "6863 x 6863 px" in text
+    cube = xr.open_zarr(store)
+    assert list(cube.sensor.values) == ["GF1_WFV1", "S2B_MSI", "L8_OLI"]
+    with rasterio.open(next(catalog.glob("31UFS/GF1WFV1.16m.*/*.SR.tif"))) as sr:
+        assert sr.transform == Affine(16, 0, 600_000, 0, -16, 5_700_000) and sr.shape == (6863, 6863)
+        window = from_bounds(*rasterio.open(simulated["truth"]).bounds, sr.transform).round_offsets().round_lengths()
+        gf_nir = sr.read(4, window=window)
+    rows, cols = window.toslices()
+    part = cube.isel(y=rows, x=cols).load()
+    np.testing.assert_array_equal(np.nan_to_num(part.nir.values[0]), gf_nir.astype(np.float32) / np.float32(10_000))
+    with rasterio.open(simulated["truth"]) as truth:  # the truth in OLI bands, as every item was adjusted to
+        gf_truth = truth.read().astype(np.float64)
+    oli = {f.target_band: f for f in band_fits("GF1_WFV1", "L8_OLI") if f.surface == "land"}
+    in_oli = np.stack([gf_truth[k] * oli[b].slope + oli[b].offset for k, b in enumerate(("B2", "B3", "B4", "B5"))])
+    # every pixel with data: the 4-band mask takes much of this hazy scene for cloud (see the mask's tests)
+    seen_by_all = (part.quality.values > 0).all(axis=0) & np.isfinite(in_oli).all(axis=0)
+    assert seen_by_all.sum() > 40_000  # the oblique GF image covers a rotated square inside the truth
+    for name, truth_band in zip(("blue", "green", "red", "nir"), in_oli, strict=True):
+        seen = part[name].values[:, seen_by_all]
+        assert np.isfinite(seen).all(), name
+        for index, sensor in enumerate(part.sensor.values):
+            bias = float(np.mean(seen[index] - truth_band[seen_by_all]))
+            assert abs(bias) < 0.005, (name, sensor, bias)
+        spread = np.sqrt(np.mean((seen - seen.mean(axis=0)) ** 2, axis=1))
+        assert (spread < 0.01).all(), (name, spread)

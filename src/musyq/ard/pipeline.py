@@ -39,6 +39,7 @@ from musyq.io.output import (
     ANGLE_NODATA,
     ANGLE_SCALE,
     AOD_CLIMATOLOGY,
+    SATURATED,
     BANDPASS,
     CLEAR,
     CLOUD,
@@ -223,6 +224,17 @@ def tile_part(arrays: TileArrays, inner: tuple[slice, slice]) -> TileArrays:
             valid[inner], angles[(slice(None), *inner)])
 
 
+def saturated_pixels(scene: Scene, toa: NDArray[np.float32], angles: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """Pixels where a reflective band reads its detector's top DN (within half a count after resampling)."""
+    found = np.zeros(toa.shape[1:], dtype=bool)
+    for band, source in zip(toa, scene.reflective_sources, strict=True):
+        if source.saturated is None:
+            continue
+        level = np.full(band.shape, np.float32(source.saturated - 0.5), dtype=np.float32)
+        found |= band >= calibrate(level, source.calibration, angles[1], scene.earth_sun_distance)
+    return found
+
+
 def coregister_tile(scene: Scene, geobox: GeoBox, toa: NDArray[np.float32], options: ArdOptions) -> Registration:
     """The global offset of the scene's TOA on this tile against the reference, in tile pixels."""
     settings = options.coregistration
@@ -329,8 +341,10 @@ def overview_toa(
 def scene_thresholds(scene: Scene, options: ArdOptions) -> SceneThresholds:
     """Cloud-test thresholds learnt once from an overview of the whole scene, for all its tiles alike."""
     needed = replace(scene, bands=tuple(s for s in scene.bands if s.band.common_name in MASK_BANDS))
+    # the thresholds are statistics of the whole scene, which relief displacement does not change: an RPC image
+    # is placed at the model's mean height, sparing a read of the whole DEM per band
     toa, temperature, valid, angles, pixel_size = overview_toa(needed, max(options.resolution, OVERVIEW_RESOLUTION),
-                                                               terrain_of(options))
+                                                               Terrain())
     return learn_thresholds(mask_inputs(needed, toa, temperature, valid, angles, pixel_size), options.mask.method)
 
 
@@ -384,6 +398,7 @@ def process_tile(
     processing = np.where(valid, DATA, 0).astype(np.uint8)
     if registration is not None and not registration.flagged:
         processing[valid] |= COREGISTERED
+    processing[saturated_pixels(scene, toa, angles) & valid] |= SATURATED
     tags = {"product_id": scene.product_id, "sensor": scene.sensor.id, "tile": tile.id,
             "datetime": scene.acquired.isoformat() + "Z"}
     layers: list[tuple[Layer, AssetSpec]] = []
@@ -448,7 +463,7 @@ def process_tile(
     add(Layer("MASK", np.stack([quality, processing]), FILL, ("quality", "processing"), resampling="mode"),
         "Pixel quality (0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud) and processing flags (1 data, "
         "2 surface reflectance, 4 NBAR, 8 NBAR from per-pixel BRDF parameters, 16 co-registered, "
-        "32 bandpass-adjusted, 64 aerosol from climatology)", ("data-mask", "quality"), None, None)
+        "32 bandpass-adjusted, 64 aerosol from climatology, 128 saturated in a band)", ("data-mask", "quality"), None, None)
     add(Layer("CLOUDPROB", np.where(valid, mask.cloud_probability, PROBABILITY_NODATA).astype(np.uint8),
               PROBABILITY_NODATA, ("cloud_probability",)),
         "Cloud probability (percent; 50 is the cloud threshold)", ("data", "cloud-probability"), None, "percent")

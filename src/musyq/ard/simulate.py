@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from numba import njit, prange
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.rpc import RPC
 from rasterio.warp import reproject, transform_bounds
 from scipy import ndimage
@@ -57,6 +61,7 @@ F32 = NDArray[np.float32]
 ORBIT_ALTITUDE_M = 645_000.0
 INCLINATION_DEG = 98.0
 NODE_STEP = 16  # image pixels between the nodes where the camera is solved exactly
+BLOCK_LINES = 64 * NODE_STEP  # image lines simulated at once: bounded memory for a full-size scene
 RPC_GRID = 21  # image points per side, at RPC_HEIGHTS heights, for the model fit
 RPC_HEIGHTS = 7
 DN_BITS = 10
@@ -102,14 +107,23 @@ class Simulation:
 
 def truth_reflectance(paths: dict[str, Path], source_sensor: str, target_sensor: str, tile_id: str,
                       resolution: float = 16.0) -> tuple[F32, GeoBox, tuple[str, ...]]:
-    """The source surface reflectance as the target's bands on the tile's grid (area average), cropped to
+    """The source surface reflectance as the target's bands on the tile's pixel lattice (area average), over
     the source extent. ``paths`` maps common band names to single-band rasters of reflectance (values above
     2 are read as reflectance x 10000)."""
     target = get_sensor(target_sensor)
     source = get_sensor(source_sensor)
-    # the line from the source band of the same common name (Sentinel-2 B08, not B8A, for nir)
+
+    broad_nir = any(b.common_name == "nir" for b in target.reflective_bands)
+
+    def given_as(band: Band) -> str:
+        """The source's name for a target band: its own, else nir for the narrow near-infrared band of a sensor
+        with no other (OLI B5)."""
+        narrow_only = band.common_name == "nir08" and "nir08" not in paths and not broad_nir
+        return "nir" if narrow_only else band.common_name
+
+    # the line from the source band given under that name (Sentinel-2 B08, not B8A, for nir)
     fits = {(f.surface, f.target_band): f for f in band_fits(source.id, target.id)
-            if source.band(f.source_band).common_name == target.band(f.target_band).common_name}
+            if source.band(f.source_band).common_name == given_as(target.band(f.target_band))}
     grid = get_tile(tile_id).geobox(resolution)
     first = next(iter(paths.values()))
     with rasterio.open(first) as dataset:
@@ -119,25 +133,25 @@ def truth_reflectance(paths: dict[str, Path], source_sensor: str, target_sensor:
     col1, row1 = (math.floor(v) for v in inverse * (right, bottom))
     if col1 - col0 < 64 or row1 - row0 < 64:
         raise InputError(first, f"covers fewer than 64 x 64 pixels of tile {tile_id} at {resolution:g} m")
-    window = grid[row0:row1, col0:col1]
-    bands, names = [], []
+    # the tile's pixel lattice over the whole source, which may reach past the tile (a full WFV scene spans
+    # several tiles)
+    window = GeoBox((row1 - row0, col1 - col0), grid.affine * Affine.translation(col0, row0), grid.crs)
     wanted = target.reflective_bands if target.family == "gaofen" else \
-        tuple(b for b in target.reflective_bands if b.common_name in paths)
-    for band in wanted:
-        if band.common_name not in paths:
+        tuple(b for b in target.reflective_bands if given_as(b) in paths)
+    bands = np.full((len(wanted), *window.shape.yx), np.nan, dtype=np.float32)
+    for values, band in zip(bands, wanted, strict=True):
+        if given_as(band) not in paths:
             raise InputError(first, f"the source has no {band.common_name} band for {target.id} {band.id}")
-        with rasterio.open(paths[band.common_name]) as dataset:
-            values = np.full(window.shape.yx, np.nan, dtype=np.float32)
+        with rasterio.open(paths[given_as(band)]) as dataset:
             reproject(rasterio.band(dataset, 1), values, dst_transform=window.affine, dst_crs=crs_wkt(window),
                       src_nodata=dataset.nodata, dst_nodata=np.nan, resampling=Resampling.average)
         if np.nanmax(values) > 2:
             values /= np.float32(10_000)
         fit = fits.get(("land", band.id))
         if fit is not None:
-            values = values * np.float32(fit.slope) + np.float32(fit.offset)
-        bands.append(values)
-        names.append(band.common_name)
-    return np.stack(bands).astype(np.float32), window, tuple(names)
+            values *= np.float32(fit.slope)
+            values += np.float32(fit.offset)
+    return bands, window, tuple(band.common_name for band in wanted)
 
 
 def elevation_on(dem: Path | None, geobox: GeoBox) -> F32:
@@ -370,20 +384,18 @@ def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out
     shape = camera.shape or default_shape(grid, camera)
     pushbroom = build_camera(centre_lon, centre_lat, centre_height, camera, shape)
     ground = ground_points(pushbroom, shape, heights, crs, elevation, grid)
-
-    # the truth seen at each pixel's ground point (cubic spline), fill outside
+    del elevation
+    sun_zenith, sun_azimuth, view_zenith, view_azimuth, nodes, node_height = view_geometry(pushbroom, shape, acquired,
+                                                                             ground, crs)
+    # where each image pixel's ground point lies in the truth (pixel centres), fill outside
     cols = (ground[0] - grid.affine.c) / grid.affine.a - 0.5
     rows = (ground[1] - grid.affine.f) / grid.affine.e - 0.5
+    del ground
     inside = (cols >= 0) & (cols <= grid.shape.x - 1) & (rows >= 0) & (rows <= grid.shape.y - 1)
     if inside.mean() < 0.5:
         raise MusyqError("the simulated image falls mostly outside the truth; give a smaller --shape")
-    surface = np.stack([ndimage.map_coordinates(np.nan_to_num(band, nan=0.0), [rows, cols], order=3, mode="nearest")
-                        for band in truth])
-    sun_zenith, sun_azimuth, view_zenith, view_azimuth, nodes, node_height = view_geometry(pushbroom, shape, acquired,
-                                                                             ground, crs)
-    if camera.anisotropic:
-        anisotropy(surface, sensor.reflective_bands, (sun_zenith, sun_azimuth, view_zenith, view_azimuth), nodes,
-                   (centre_lon, centre_lat), acquired)
+    shapes = [anisotropy_factor(band, (sun_zenith, sun_azimuth, view_zenith, view_azimuth), (centre_lon, centre_lat),
+                                acquired) if camera.anisotropic else None for band in sensor.reflective_bands]
     table = load_table(sensor.id)
     atmosphere = Atmosphere(camera.aot550, camera.water_vapour, camera.ozone, camera.aerosol_model,
                             np.clip(node_height, 0, None) / 1000.0)
@@ -391,18 +403,29 @@ def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out
     distance = float(earth_sun_distance(acquired.timetuple().tm_yday))
     pairs, _source = coefficients_for(sensor.id, acquired.year, len(sensor.reflective_bands),
                                       read_calibration_table(calibration), calibration or "the shipped table")
-    cos_sun = np.cos(np.radians(upsample_nodes(sun_zenith, nodes, shape)))
     dn = np.zeros((len(names), *shape), dtype=np.uint16)
     for k, band in enumerate(sensor.reflective_bands):
         coef = coefficients(table, band.id, atmosphere, sun_zenith, view_zenith, sun_azimuth - view_azimuth)
-        gain, offset, albedo = (upsample_nodes(np.asarray(v, dtype=np.float64), nodes, shape)
-                                for v in (coef.gain, coef.offset, coef.albedo))
-        toa = toa_reflectance(surface[k], Coefficients(gain, offset, albedo))
-        radiance = toa * irradiance[band.id] * cos_sun / (math.pi * distance**2)
-        counts = (radiance - pairs[k][1]) / pairs[k][0] * (1.0 + camera.gain_error)
-        dn[k] = np.where(inside, np.clip(np.round(counts), 1, 2**DN_BITS - 1), 0).astype(np.uint16)
+        # the cubic spline's coefficients once per band, sampled block by block (bounded memory at full size)
+        spline = ndimage.spline_filter(np.nan_to_num(truth[k], nan=0.0), order=3, mode="nearest")
+        for start in range(0, shape[0], BLOCK_LINES):
+            lines = slice(start, min(start + BLOCK_LINES, shape[0]))
+            on_block = block_nodes(nodes, lines, shape[1])
+            surface = ndimage.map_coordinates(spline, [rows[lines], cols[lines]], order=3, mode="nearest",
+                                              prefilter=False)
+            factor = shapes[k]
+            if factor is not None:
+                surface *= on_block(factor)
+            toa = toa_reflectance(surface, Coefficients(*(on_block(np.asarray(v, dtype=np.float64))
+                                                          for v in (coef.gain, coef.offset, coef.albedo))))
+            cos_sun = np.cos(np.radians(on_block(sun_zenith)))
+            radiance = toa * irradiance[band.id] * cos_sun / (math.pi * distance**2)
+            counts = (radiance - pairs[k][1]) / pairs[k][0] * (1.0 + camera.gain_error)
+            dn[k, lines] = np.where(inside[lines], np.clip(np.round(counts), 1, 2**DN_BITS - 1), 0)
+        del spline
 
     truth = unobservable(truth, dn == 2**DN_BITS - 1, rows, cols)
+    del rows, cols, inside
     base = product_name(sensor.id, centre_lon, centre_lat, camera, acquired)
     folder = out_dir / base
     temporary = out_dir / f".{base}.partial"
@@ -429,9 +452,19 @@ def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out
     truth_path = write_truth(out_dir / f"{base}.truth.tif", truth, grid, names)
     dem_path = None
     if dem is not None:
-        dem_path = write_truth(out_dir / f"{base}.dem.tif", elevation[None], grid, ("height",))
+        dem_path = write_truth(out_dir / f"{base}.dem.tif", elevation_on(dem, grid)[None], grid, ("height",))
     return Simulation(product, truth_path, dem_path, tile_id, worst,
                       (float(view_zenith.min()), float(view_zenith.max())))
+
+
+def block_nodes(nodes: tuple[F64, F64], lines: slice, width: int) -> Callable[[F64], F64]:
+    """Bilinear interpolation of node values to every pixel of a block of lines that starts on a node row."""
+    step = int(nodes[0][1] - nodes[0][0]) if nodes[0].size > 1 else 1
+    first = lines.start // step
+    last = min(lines.stop // step + 2, nodes[0].size)
+    local = (nodes[0][first:last] - lines.start, nodes[1])
+    height = lines.stop - lines.start
+    return lambda values: upsample_nodes(values[first:last], local, (height, width))
 
 
 def unobservable(truth: F32, clipped: NDArray[np.bool_], rows: F64, cols: F64) -> F32:
@@ -446,17 +479,17 @@ def unobservable(truth: F32, clipped: NDArray[np.bool_], rows: F64, cols: F64) -
     return np.where(cells[None], np.float32(np.nan), truth).astype(np.float32)
 
 
-def anisotropy(surface: F64, bands: tuple[Band, ...], geometry: tuple[F64, F64, F64, F64],
-               nodes: tuple[F64, F64], centre: tuple[float, float], acquired: datetime) -> None:
-    """Give the surface (the NBAR truth) Roy et al.'s BRDF shape in the observed geometry, in place."""
+def anisotropy_factor(band: Band, geometry: tuple[F64, F64, F64, F64], centre: tuple[float, float],
+                      acquired: datetime) -> F64 | None:
+    """Roy et al.'s BRDF shape of a band in the observed geometry relative to its NBAR (node grid): what makes
+    the NBAR truth look as the camera sees it. None for a band without a shape."""
     sun_zenith, sun_azimuth, view_zenith, view_azimuth = geometry
+    shape = roy_coefficients(band)
+    if shape is None:
+        return None
     standard = nbar_sun_zenith(centre[1], centre[0], acquired, float(np.median(sun_zenith)))
-    for k, band in enumerate(bands):
-        shape = roy_coefficients(band)
-        if shape is None:
-            continue
-        factor = brdf(shape, sun_zenith, view_zenith, view_azimuth - sun_azimuth) / brdf(shape, standard, 0.0, 0.0)
-        surface[k] *= upsample_nodes(factor, nodes, (int(surface.shape[1]), int(surface.shape[2])))
+    return np.asarray(brdf(shape, sun_zenith, view_zenith, view_azimuth - sun_azimuth)
+                      / brdf(shape, standard, 0.0, 0.0))
 
 
 def simulate_reference(truth_paths: dict[str, Path], source_sensor: str, sensor_id: str, tile_id: str, out_dir: Path,
@@ -477,8 +510,11 @@ def simulate_reference(truth_paths: dict[str, Path], source_sensor: str, sensor_
     bands = tuple(b for b in sensor.reflective_bands if b.common_name in names)
     surface = np.nan_to_num(truth.astype(np.float64), nan=0.0)
     if camera.anisotropic:
-        anisotropy(surface, bands, (sun_zenith, sun_azimuth, nadir, nadir), (rows, cols), (centre_lon, centre_lat),
-                   acquired)
+        for k, band in enumerate(bands):
+            factor = anisotropy_factor(band, (sun_zenith, sun_azimuth, nadir, nadir), (centre_lon, centre_lat),
+                                       acquired)
+            if factor is not None:
+                surface[k] *= upsample_nodes(factor, (rows, cols), shape)
     table = load_table(sensor.id)
     terrain = elevation_on(dem, grid)[np.ix_(np.clip(rows, 0, shape[0] - 1).astype(int),
                                             np.clip(cols, 0, shape[1] - 1).astype(int))]
@@ -568,9 +604,11 @@ def metadata_fields(sensor_id: str, camera: Camera, acquired: datetime, shape: t
 
 def write_image(path: Path, dn: NDArray[np.uint16]) -> None:
     """A plain striped uint16 GeoTIFF without georeference, as the Level-1A image is."""
-    with rasterio.open(path, "w", driver="GTiff", width=dn.shape[2], height=dn.shape[1], count=dn.shape[0],
-                       dtype="uint16", interleave="band") as dataset:
-        dataset.write(dn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # none is meant: the RPB places it
+        with rasterio.open(path, "w", driver="GTiff", width=dn.shape[2], height=dn.shape[1], count=dn.shape[0],
+                           dtype="uint16", interleave="band") as dataset:
+            dataset.write(dn)
 
 
 def write_truth(path: Path, values: F32, grid: GeoBox, names: tuple[str, ...]) -> Path:

@@ -62,6 +62,7 @@ class BandSource:
     index: int = 1
     nodata: float | None = 0
     parts: tuple[str, ...] = ()  # further rasters holding other parts of the band (Gaofen-6 column strips)
+    saturated: float | None = None  # the DN at which the detector clips, where the product says
 
     @property
     def paths(self) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ PROBABILITY_NODATA = 255
 FILL, CLEAR, WATER, CLOUD_SHADOW, SNOW, CLOUD = 0, 1, 2, 3, 4, 5
 # Processing flags (the quality layer's second band): each stage sets its bit where it acted.
 DATA, SURFACE_REFLECTANCE, NBAR, NBAR_PRIOR, COREGISTERED, BANDPASS, AOD_CLIMATOLOGY = 1, 2, 4, 8, 16, 32, 64
+SATURATED = 128  # a band's DN at the detector's top: the reflectance there is a lower bound
 
 
 @dataclass(frozen=True)

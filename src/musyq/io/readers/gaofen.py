@@ -435,7 +435,8 @@ class GaofenReader:
             gain, bias = pairs[k]
             sources.append(BandSource(band=band, path=str(strips[0].path), index=k + 1, nodata=0,
                                       calibration=RadianceCalibration(gain, bias, irradiance[band.id]),
-                                      parts=tuple(str(s.path) for s in strips[1:])))
+                                      parts=tuple(str(s.path) for s in strips[1:]),
+                                      saturated=None if meta.pixel_bits is None else 2.0**meta.pixel_bits - 1))
         angles = RpcAngles(meta.acquired, tuple(RpcStrip(s.rpc, s.width, s.height, int(o))
                                                for s, o in zip(strips, offsets, strict=True)))
         notes = [meta.time_note]
