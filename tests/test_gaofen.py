@@ -165,6 +165,13 @@ def test_the_reader_recovers_every_metadata_field(simulated: dict[str, Path], tm
     assert calibrations == [RadianceCalibration(g, 0.0, irradiance[b]) for g, b in
                             zip((0.1722, 0.1496, 0.1227, 0.1262), ("B1", "B2", "B3", "B4"), strict=True)]
     assert scene.metadata["image_width"] > 200 and scene.metadata["strips"] == 1
+    assert [s.saturated for s in scene.bands] == [1023.0] * 4  # 10-bit DN
+    # `musyq info` shows the gains a user's table lays over the shipped ones
+    user = tmp_path / "gains.json"
+    user.write_text(json.dumps({"sensors": {"GF1_WFV1": {"2021": {"gain": [0.31, 0.32, 0.33, 0.34]}}}}))
+    text = _run("info", str(simulated["product"]), "--calibration", str(user))
+    assert "gains.json over the shipped table" in text
+    assert "gain=0.31" in text and "gain=0.34" in text and "gain=0.1722" not in text
     # the per-pixel angles follow the RPC model's lines of sight: 32 degrees off nadir at the centre, as the XML says
     centre = scene.footprint.to_crs(scene.crs).centroid.coords[0]
     box = GeoBox((3, 3), Affine(16, 0, centre[0] - 24, 0, -16, centre[1] + 24), scene.crs)

@@ -21,6 +21,7 @@ from musyq.cli.processing import (
     AodPriorOption,
     BandpassOption,
     BrdfPriorOption,
+    CalibrationOption,
     CloudBufferOption,
     CoregisterBandOption,
     CoregisterOption,
@@ -108,8 +109,7 @@ def ard(
     coregister_band: str = CoregisterBandOption,
     coregister_max_rmse: float = CoregisterRmseOption,
     bandpass_to: str = BandpassOption,
-    calibration: Path | None = typer.Option(None, "--calibration", help="Radiometric calibration table laid over "
-                                            "the shipped one (Gaofen: JSON of gains by camera and year)."),
+    calibration: Path | None = CalibrationOption,
 ) -> None:
     """Make surface and TOA reflectance, aerosol, angle, quality and cloud-probability COGs plus STAC items for every
     tile touched."""

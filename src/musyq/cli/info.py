@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import typer
@@ -9,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from musyq.cli.options import user_errors
-from musyq.cli.processing import DatetimeOption, OffsetOption, ScaleOption, SensorOption, stack_options
+from musyq.cli.processing import (CalibrationOption, DatetimeOption, OffsetOption, ScaleOption, SensorOption,
+                                  stack_options)
 from musyq.core.grid import tiles_touching
 from musyq.io.readers import open_scene
 
@@ -20,10 +22,11 @@ def info(
     when: str | None = DatetimeOption,
     scale: float = ScaleOption,
     offset: float = OffsetOption,
+    calibration: Path | None = CalibrationOption,
 ) -> None:
     """Print the reader, sensor, time, bands, angles and MGRS tiles recognised in PATH."""
     with user_errors():
-        scene = open_scene(path, stack_options(sensor, when, scale, offset))
+        scene = open_scene(path, stack_options(sensor, when, scale, offset), calibration)
         tiles = tiles_touching(scene.footprint)
     out = Console()
     out.print(f"[bold]{scene.product_id}[/]")
@@ -38,7 +41,13 @@ def info(
     table = Table("band", "name", "centre um", "file", "calibration")
     for source in scene.bands:
         table.add_row(source.band.id, source.band.common_name, f"{source.band.center_wavelength:.4f}",
-                      Path(source.path).name, repr(source.calibration))
+                      Path(source.path).name, _described(source.calibration))
     out.print(table)
     if scene.missing_bands:
         out.print(f"[yellow]missing bands:[/] {' '.join(scene.missing_bands)}")
+
+
+def _described(calibration: object) -> str:
+    """``kind name=value ...`` with short numbers, so the table keeps each coefficient whole."""
+    values = " ".join(f"{f.name}={getattr(calibration, f.name):.6g}" for f in fields(calibration))  # type: ignore[arg-type]
+    return f"{type(calibration).__name__} {values}"

@@ -98,6 +98,8 @@ CoregisterRmseOption = typer.Option(DEFAULT_MAX_RMSE, "--coregister-max-rmse", h
                                     "residual RMSE is above this many pixels are flagged and left where they are.")
 
 
+CalibrationOption = typer.Option(None, "--calibration", help="Radiometric calibration table laid over the shipped "
+                                 "one (Gaofen: JSON of gains by camera and year).")
 BandpassOption = typer.Option("L8_OLI", "--bandpass-to", help="Adjust the surface reflectance to this sensor's "
                               "bands (HLS coefficients where published, else musyq's); 'none' to keep them.")
 

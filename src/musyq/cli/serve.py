@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from pathlib import Path
 
 import typer
@@ -34,6 +36,24 @@ def serve(
         orders = OrderSettings(inputs=inputs, db=db, max_area=max_area, scheduler=scheduler, workers=workers) \
             if inputs else None
         app = create_app(catalog, tile_cache, orders)
+    _bound_heap_arenas()
     console.print(f"[bold green]musyq portal[/] on http://{host}:{port}/ (API: /api/docs)"
                   + ("; orders from " + ", ".join(inputs) if inputs else ""))
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _bound_heap_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that finds the heap busy an arena of its own (up to 8 per core): on a loaded
+    machine the server's request threads then keep ever more memory. A few arenas keep its footprint flat
+    under load; other C libraries are left as they are."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        return
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, arenas)

@@ -234,6 +234,7 @@ class Sentinel2SafeReader:
             sources.append(BandSource(
                 band=band, path=files.raster_path(name), nodata=product.nodata,
                 calibration=ScaledReflectance(product.quantification, product.offsets[band.id]),
+                saturated=float(product.saturated),
             ))
         if not sources:
             raise InputError(path, "the product holds no band image files")
