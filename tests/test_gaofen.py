@@ -354,15 +354,16 @@ def test_gaofen_tiles_join_sentinel2_and_landsat_in_one_cube(simulated: dict[str
     assert "3 dates from GF1_WFV1, L8_OLI, S2B_MSI" in text and "6863 x 6863 px" in text
     cube = xr.open_zarr(store)
     assert list(cube.sensor.values) == ["GF1_WFV1", "S2B_MSI", "L8_OLI"]
-    with rasterio.open(next(catalog.glob("31UFS/GF1WFV1.16m.*/*.SR.tif"))) as sr:
+    with rasterio.open(next(catalog.glob("31UFS/GF1WFV1.16m.*/*.SR.tif"))) as sr, \
+            rasterio.open(simulated["truth"]) as truth:
         assert sr.transform == Affine(16, 0, 600_000, 0, -16, 5_700_000) and sr.shape == (6863, 6863)
-        window = from_bounds(*rasterio.open(simulated["truth"]).bounds, sr.transform).round_offsets().round_lengths()
+        window = from_bounds(*truth.bounds, sr.transform).round_offsets().round_lengths()
         gf_nir = sr.read(4, window=window)
+        gf_truth = truth.read().astype(np.float64)
     rows, cols = window.toslices()
     part = cube.isel(y=rows, x=cols).load()
     np.testing.assert_array_equal(np.nan_to_num(part.nir.values[0]), gf_nir.astype(np.float32) / np.float32(10_000))
-    with rasterio.open(simulated["truth"]) as truth:  # the truth in OLI bands, as every item was adjusted to
-        gf_truth = truth.read().astype(np.float64)
+    # the truth in OLI bands, as every item was adjusted to
     oli = {f.target_band: f for f in band_fits("GF1_WFV1", "L8_OLI") if f.surface == "land"}
     in_oli = np.stack([gf_truth[k] * oli[b].slope + oli[b].offset for k, b in enumerate(("B2", "B3", "B4", "B5"))])
     # every pixel with data: the 4-band mask takes much of this hazy scene for cloud (see the mask's tests)

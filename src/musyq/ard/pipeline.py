@@ -39,7 +39,6 @@ from musyq.io.output import (
     ANGLE_NODATA,
     ANGLE_SCALE,
     AOD_CLIMATOLOGY,
-    SATURATED,
     BANDPASS,
     CLEAR,
     CLOUD,
@@ -51,6 +50,7 @@ from musyq.io.output import (
     NBAR_PRIOR,
     PROBABILITY_NODATA,
     REFLECTANCE_SCALE,
+    SATURATED,
     SNOW,
     SURFACE_REFLECTANCE,
     TEMPERATURE_SCALE,
@@ -463,7 +463,8 @@ def process_tile(
     add(Layer("MASK", np.stack([quality, processing]), FILL, ("quality", "processing"), resampling="mode"),
         "Pixel quality (0 fill, 1 clear, 2 water, 3 cloud shadow, 4 snow, 5 cloud) and processing flags (1 data, "
         "2 surface reflectance, 4 NBAR, 8 NBAR from per-pixel BRDF parameters, 16 co-registered, "
-        "32 bandpass-adjusted, 64 aerosol from climatology, 128 saturated in a band)", ("data-mask", "quality"), None, None)
+        "32 bandpass-adjusted, 64 aerosol from climatology, 128 saturated in a band)", ("data-mask", "quality"),
+        None, None)
     add(Layer("CLOUDPROB", np.where(valid, mask.cloud_probability, PROBABILITY_NODATA).astype(np.uint8),
               PROBABILITY_NODATA, ("cloud_probability",)),
         "Cloud probability (percent; 50 is the cloud threshold)", ("data", "cloud-probability"), None, "percent")

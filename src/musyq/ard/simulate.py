@@ -46,6 +46,7 @@ from musyq.core.angles import ground_frame
 from musyq.core.errors import InputError, MusyqError
 from musyq.core.grid import crs_wkt, get_tile
 from musyq.core.sensors import Band, get_sensor, solar_irradiance
+from musyq.core.tiling import node_grid
 from musyq.core.solar import earth_sun_distance, solar_angles
 from musyq.io.readers.gaofen import (
     BEIJING,
@@ -289,11 +290,6 @@ def _on_terrain(low: NDArray[np.float64], high: NDArray[np.float64], step: int, 
             out[0, i, j] = x
             out[1, i, j] = y
             out[2, i, j] = h
-
-
-def node_grid(size: int, step: int) -> F64:
-    """Node positions every ``step`` pixels, past the last pixel so that every pixel lies between two."""
-    return np.arange(0, size + step, step, dtype=np.float64)[: (size - 1) // step + 2]
 
 
 def ground_points(camera: Pushbroom, shape: tuple[int, int], heights: tuple[float, float], crs: str,

@@ -82,10 +82,15 @@ def _linear_over_cosine(dn: NDArray[np.float32], gain: float, bias: float, scale
         flat_out[i] = (gain * flat_dn[i] + bias) * scale / np.cos(flat_sun[i] * to_radians)
 
 
-def _per_pixel(dn: ArrayLike, sun_zenith: ArrayLike) -> bool:
+def _fused(dn: ArrayLike, gain: float, bias: float, scale: float, sun_zenith: ArrayLike) -> FloatArray | None:
+    """The one-pass kernel's result where DN and sun zenith are float32 pixel arrays of one shape, else None."""
     values, sun = np.asarray(dn), np.asarray(sun_zenith)
-    return bool(values.dtype == np.float32 and sun.dtype == np.float32 and values.shape == sun.shape
-                and values.flags.c_contiguous and sun.flags.c_contiguous)
+    if not (values.dtype == np.float32 and sun.dtype == np.float32 and values.shape == sun.shape
+            and values.flags.c_contiguous and sun.flags.c_contiguous):
+        return None
+    out = np.empty_like(values)
+    _linear_over_cosine(values, gain, bias, scale, sun, out)
+    return out
 
 
 def calibrate(
@@ -96,17 +101,14 @@ def calibrate(
         case ScaledReflectance(quantification, offset):
             return reflectance_from_scaled_dn(dn, quantification, offset, nodata=None)
         case RescaledReflectance(mult, add):
-            if _per_pixel(dn, sun_zenith):
-                out = np.empty_like(np.asarray(dn))
-                _linear_over_cosine(np.asarray(dn), mult, add, 1.0, np.asarray(sun_zenith), out)
-                return out
+            fused = _fused(dn, mult, add, 1.0, sun_zenith)
+            if fused is not None:
+                return fused
             return reflectance_from_rescaling(dn, mult, add, sun_zenith, nodata=None)
         case RadianceCalibration(gain, bias, irradiance):
-            if _per_pixel(dn, sun_zenith):
-                out = np.empty_like(np.asarray(dn))
-                _linear_over_cosine(np.asarray(dn), gain, bias, np.pi * earth_sun_distance**2 / irradiance,
-                                    np.asarray(sun_zenith), out)
-                return out
+            fused = _fused(dn, gain, bias, np.pi * earth_sun_distance**2 / irradiance, sun_zenith)
+            if fused is not None:
+                return fused
             radiance = radiance_from_rescaling(dn, gain, bias, nodata=None)
             return reflectance_from_radiance(radiance, irradiance, sun_zenith, earth_sun_distance)
         case ThermalCalibration(mult, add, k1, k2):

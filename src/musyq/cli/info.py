@@ -13,6 +13,7 @@ from musyq.cli.options import user_errors
 from musyq.cli.processing import (CalibrationOption, DatetimeOption, OffsetOption, ScaleOption, SensorOption,
                                   stack_options)
 from musyq.core.grid import tiles_touching
+from musyq.core.scene import Calibration
 from musyq.io.readers import open_scene
 
 
@@ -47,7 +48,7 @@ def info(
         out.print(f"[yellow]missing bands:[/] {' '.join(scene.missing_bands)}")
 
 
-def _described(calibration: object) -> str:
+def _described(calibration: Calibration) -> str:
     """``kind name=value ...`` with short numbers, so the table keeps each coefficient whole."""
-    values = " ".join(f"{f.name}={getattr(calibration, f.name):.6g}" for f in fields(calibration))  # type: ignore[arg-type]
+    values = " ".join(f"{f.name}={getattr(calibration, f.name):.6g}" for f in fields(calibration))
     return f"{type(calibration).__name__} {values}"

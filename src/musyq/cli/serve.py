@@ -51,8 +51,7 @@ def _bound_heap_arenas(arenas: int = 2) -> None:
     under load; other C libraries are left as they are."""
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
+        mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
     except OSError:
         return
     if mallopt is not None:

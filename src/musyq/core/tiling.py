@@ -155,6 +155,11 @@ def _ground_outline(geobox: GeoBox, points: int = 21) -> tuple[NDArray[np.float6
 GEOLOCATION_STEP = 16  # output pixels between the nodes where the RPC model is evaluated exactly
 
 
+def node_grid(size: int, step: int) -> NDArray[np.float64]:
+    """Node positions every ``step`` pixels, past the last pixel so that every pixel lies between two."""
+    return np.arange(0, size + step, step, dtype=np.float64)[: (size - 1) // step + 2]
+
+
 @njit(parallel=True, cache=True)
 def _geolocate(node_lines: NDArray[np.float64], node_samples: NDArray[np.float64], levels: NDArray[np.float64],
                heights: NDArray[np.float32], step: int, lines: NDArray[np.float32],
@@ -220,14 +225,14 @@ class _Geolocations:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._grid: tuple[object, ...] | None = None
-        self._found: dict[tuple[object, ...], tuple[threading.Lock, list[tuple[NDArray[np.float32], ...]]]] = {}
+        self._found: dict[str, tuple[threading.Lock, list[tuple[NDArray[np.float32], ...]]]] = {}
 
     def get(self, path: str, model: RPC, geobox: GeoBox, terrain: Terrain) -> tuple[NDArray[np.float32], ...]:
         grid = (geobox.shape.yx, tuple(geobox.affine), str(geobox.crs), terrain)
         with self._lock:
             if grid != self._grid:  # one grid at a time: a tile's positions take ~0.5 GB
                 self._grid, self._found = grid, {}
-            lock, slot = self._found.setdefault((path, model.to_dict().__repr__()), (threading.Lock(), []))
+            lock, slot = self._found.setdefault(path, (threading.Lock(), []))
         with lock:
             if not slot:
                 slot.append(_positions(model, geobox, terrain))
@@ -238,7 +243,8 @@ _GEOLOCATIONS = _Geolocations()
 
 
 def _positions(model: RPC, geobox: GeoBox, terrain: Terrain) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Image line and sample of every pixel of ``geobox`` on the terrain, NaN lines where it has none."""
+    """Image line and sample of every pixel of ``geobox`` on the terrain (the DEM, where it has no data the
+    terrain's or the model's one height)."""
     shape = geobox.shape.yx
     heights = np.full(shape, np.nan, dtype=np.float32)
     fallback = model.height_off if terrain.height is None else terrain.height
@@ -253,8 +259,7 @@ def _positions(model: RPC, geobox: GeoBox, terrain: Terrain) -> tuple[NDArray[np
     low, high = float(heights.min()), float(heights.max())
     span = max(high - low, 1.0)
     levels = np.array([low - 0.1 * span, 0.5 * (low + high), high + 0.1 * span])
-    rows = np.arange(0, shape[0] + GEOLOCATION_STEP, GEOLOCATION_STEP, dtype=np.float64)[:(shape[0] - 1) // GEOLOCATION_STEP + 2]
-    cols = np.arange(0, shape[1] + GEOLOCATION_STEP, GEOLOCATION_STEP, dtype=np.float64)[:(shape[1] - 1) // GEOLOCATION_STEP + 2]
+    rows, cols = node_grid(shape[0], GEOLOCATION_STEP), node_grid(shape[1], GEOLOCATION_STEP)
     a = geobox.affine
     x = a.c + (cols[None, :] + 0.5) * a.a + (rows[:, None] + 0.5) * a.b
     y = a.f + (cols[None, :] + 0.5) * a.d + (rows[:, None] + 0.5) * a.e
