@@ -56,6 +56,11 @@ ENDMEMBER_BANDS = ("blue", "green", "red", "nir")
 VEGETATED_NDVI = 0.5  # reference pixels are vegetated: built-up and bare ones are not veg-soil mixtures
 REFERENCE_CLASSES = 5
 DARKEST_PERCENT = 10.0  # in each NDVI class, the pixels darkest in blue (least adjacency, strongest signal)
+# prior surfaces darker than this in blue carry the aerosol's signal best; up to the bright limit they serve
+# where a block has too few dark ones, if the blue or red TOA still moves by the minimum signal over the AOD range
+DARK_PRIOR_BLUE = 0.12
+BRIGHT_PRIOR_BLUE = 0.35
+BRIGHT_MIN_SIGNAL = 0.05
 CLIMATOLOGY_AOT = 0.15  # global mean AOD at 550 nm over land (MODIS and AERONET, about 0.15)
 
 
@@ -347,6 +352,11 @@ def prior_surface_aot(
     the thickest aerosol of the tables is cloud. Blocks where the
     quality mask's ``clear`` pixels are enough use those; elsewhere (a four-band mask can call a whole hazy
     scene cloud) the screened pixels serve.
+
+    Blocks without enough dark pixels (deserts, bright bare soil, cities) take the bright ones instead, as
+    Zhong et al. (2020) take a surface reflectance database over bright stable surfaces: a known bright surface
+    still tells the aerosol, from the blue path radiance and the red attenuation, wherever the tables show the
+    TOA changing enough with it.
     """
     names = ("blue", "red")
     toa = {n: blocks.split(channels[n].toa) for n in names}
@@ -358,23 +368,41 @@ def prior_surface_aot(
     flat = surface_prior["blue"].reshape(-1, surface_prior["blue"].shape[-1])
     brightest = toa_reflectance(np.nan_to_num(flat), state.coefficients(
         table, channels["blue"].band, every, [[AOT_CANDIDATES[-1]]])).reshape(surface_prior["blue"].shape)
+    prior_blue = surface_prior["blue"]
     with np.errstate(invalid="ignore"):
-        screened = (blocks.split(valid).astype(bool) & np.isfinite(surface_prior["blue"])
-                    & np.isfinite(surface_prior["red"]) & (surface_prior["blue"] > 0.0) & (surface_prior["blue"] < 0.12)
-                    & (toa["blue"] < 0.3) & (toa["blue"] <= brightest))
-    usable = screened
+        screened = (blocks.split(valid).astype(bool) & np.isfinite(prior_blue) & np.isfinite(surface_prior["red"])
+                    & (prior_blue > 0.0) & (toa["blue"] <= brightest))
+        dark = screened & (prior_blue < DARK_PRIOR_BLUE) & (toa["blue"] < 0.3)
+        bright = screened & (prior_blue >= DARK_PRIOR_BLUE) & (prior_blue < BRIGHT_PRIOR_BLUE)
     if clear is not None:
-        masked = screened & blocks.split(clear).astype(bool)
-        usable = np.where(blocks.enough(masked.sum(axis=-1))[..., None], masked, screened)
+        is_clear = blocks.split(clear).astype(bool)
+        dark, bright = ((np.where(blocks.enough((kind & is_clear).sum(axis=-1))[..., None], kind & is_clear, kind))
+                        for kind in (dark, bright))
+    on_bright = ~blocks.enough(dark.sum(axis=-1)) & blocks.enough(bright.sum(axis=-1))
+    usable = np.where(on_bright[..., None], bright, dark)
     retrieved = blocks.enough(usable.sum(axis=-1))
     medians = {f"toa_{n}": masked_median(toa[n], usable) for n in names}
     medians.update({f"prior_{n}": masked_median(surface_prior[n], usable) for n in names})
+    if on_bright.any():
+        # over a bright surface the aerosol's brightening and dimming nearly cancel: no retrieval where neither
+        # band's TOA moves by BRIGHT_MIN_SIGNAL over the tables' AOD range
+        signal = np.zeros(blocks.grid)
+        for n in names:
+            known = np.nan_to_num(medians[f"prior_{n}"]).reshape(-1, 1)
+            clean, thick = (toa_reflectance(known, state.coefficients(table, channels[n].band, every, [[aot]]))
+                            .reshape(blocks.grid) for aot in (AOT_CANDIDATES[0], AOT_CANDIDATES[-1]))
+            signal = np.maximum(signal, np.abs(thick - clean))
+        retrieved &= ~on_bright | (signal >= BRIGHT_MIN_SIGNAL)
     values = np.full(retrieved.shape, np.nan)
     if retrieved.any():
         estimates = [medians[f"prior_{n}"][retrieved][:, None] for n in names]
         observed = [(channels[n].band, medians[f"toa_{n}"][retrieved]) for n in names]
         values[retrieved] = _fit_aot(table, state, retrieved, observed, lambda coef: estimates)
-    return _finish(values, retrieved, "surface prior", fallback)
+    result = _finish(values, retrieved, "surface prior", fallback)
+    bright_share = float((retrieved & on_bright).sum() / max(int(retrieved.sum()), 1))
+    if bright_share > 0 and not result.assumed:
+        result = Retrieval(result.values, f"{result.note}, over bright surfaces in {100 * bright_share:.0f}%")
+    return result
 
 
 def water_vapour_from_band(

@@ -297,6 +297,10 @@ def adjust(reflectance: NDArray[np.float32], bands: tuple[Band, ...], fits: list
 # of all the source's bands over the same land library. The held-out RMSE travels with it as its uncertainty.
 SYNTHESIS = "synthesis.json"
 SYNTHESIS_TARGETS = ("S2A_MSI",)  # the biophysical networks' bands
+# what the surface reflectance a simulation starts from usually holds, and the sensors with more bands than that
+# a simulation makes (GF-6 WFV's red edges, purple and yellow)
+VNIR = ("blue", "green", "red", "nir")
+VNIR_SYNTHESIS_TARGETS = ("GF6_WFV",)
 
 
 @dataclass(frozen=True)
@@ -310,10 +314,17 @@ class BandSynthesis:
 
 
 def fit_synthesis(source: Sensor, target: Sensor, wavelength_nm: Array, spectra: Array,
-                  seed: int = 2) -> list[BandSynthesis]:
-    """A linear mix of every reflective band of ``source`` for each band of ``target`` it has no partner for."""
-    inputs = [b for b in source.reflective_bands if b.common_name not in EXCLUDED]
-    paired = {partner.id for _, partner in pair_bands(source, target)}
+                  seed: int = 2, given: tuple[str, ...] | None = None) -> list[BandSynthesis]:
+    """A linear mix of every reflective band of ``source`` (or of those named in ``given``) for each band of
+    ``target`` it has no partner for."""
+    broad_nir = any(b.common_name == "nir" for b in source.reflective_bands)
+
+    def is_given(band: Band) -> bool:  # a narrow nir08 stands for nir on a sensor with no broad one (OLI, MODIS)
+        return given is None or band.common_name in given or (band.common_name == "nir08" and not broad_nir
+                                                               and "nir" in given)
+
+    inputs = [b for b in source.reflective_bands if b.common_name not in EXCLUDED and is_given(b)]
+    paired = {partner.id for own, partner in pair_bands(source, target) if own in inputs}
     missing = [b for b in target.reflective_bands if b.common_name not in EXCLUDED and b.id not in paired]
     if not inputs or not missing:
         return []
@@ -333,18 +344,21 @@ def fit_synthesis(source: Sensor, target: Sensor, wavelength_nm: Array, spectra:
 
 
 def build_synthesis(count: int = 3000, seed: int = 1) -> dict[str, object]:
-    """Synthesis mixes from every sensor to the ``SYNTHESIS_TARGETS``."""
+    """Synthesis mixes from every sensor to the ``SYNTHESIS_TARGETS``, and from every sensor's blue, green, red
+    and nir alone to the ``VNIR_SYNTHESIS_TARGETS``."""
     wavelength_nm, library = generate_library(count, seed)
-    table: dict[str, dict[str, list[dict[str, object]]]] = {}
-    for source_id in available_sensors():
-        for target_id in SYNTHESIS_TARGETS:
-            if get_sensor(source_id).family == get_sensor(target_id).family:
-                continue
-            mixes = fit_synthesis(get_sensor(source_id), get_sensor(target_id), wavelength_nm, library["land"])
-            if mixes:
-                table.setdefault(source_id, {})[target_id] = [asdict(m) for m in mixes]
+    tables: dict[str, dict[str, dict[str, list[dict[str, object]]]]] = {"pairs": {}, "from_vnir": {}}
+    for key, targets, given in (("pairs", SYNTHESIS_TARGETS, None), ("from_vnir", VNIR_SYNTHESIS_TARGETS, VNIR)):
+        for source_id in available_sensors():
+            for target_id in targets:
+                if get_sensor(source_id).family == get_sensor(target_id).family:
+                    continue
+                mixes = fit_synthesis(get_sensor(source_id), get_sensor(target_id), wavelength_nm, library["land"],
+                                      given=given)
+                if mixes:
+                    tables[key].setdefault(source_id, {})[target_id] = [asdict(m) for m in mixes]
     return {"library": {"spectra": count, "seed": seed, "holdout_share": HOLDOUT_SHARE, "surface": "land"},
-            "pairs": table}
+            **tables}
 
 
 def synthesis_path() -> Path:
@@ -352,8 +366,9 @@ def synthesis_path() -> Path:
 
 
 @cache
-def synthesis(source_id: str, target_id: str) -> list[BandSynthesis]:
-    """The shipped synthesis mixes from ``source_id`` to ``target_id`` (empty where none were fitted)."""
+def synthesis(source_id: str, target_id: str, from_vnir: bool = False) -> list[BandSynthesis]:
+    """The shipped synthesis mixes from ``source_id`` (all its bands, or only the ``VNIR`` ones) to
+    ``target_id`` (empty where none were fitted)."""
     path = synthesis_path()
-    pairs = json.loads(path.read_text())["pairs"] if path.exists() else {}
+    pairs = json.loads(path.read_text())["from_vnir" if from_vnir else "pairs"] if path.exists() else {}
     return [BandSynthesis(**entry) for entry in pairs.get(source_id, {}).get(target_id, [])]

@@ -34,6 +34,10 @@ Array = NDArray[np.float32]
 Mask = NDArray[np.bool_]
 
 REQUIRED = ("blue", "green", "red", "nir")
+# clear land lies about this far below Fmask's haze line (HOT 0) in a clear scene; a tenth of the land
+# higher than that means haze has lifted the clear line, up to what an AOD of about 1 does
+HOT_CLEAR_DEPTH = 0.02
+HOT_MAX_HAZE = 0.06
 MIN_PIXELS_FOR_ALL_CLOUD = 40_000  # below this a tile sliver, not a cloudy scene, lacks clear land
 # the trees learnt 30 m texture; on pixels much coarser their neighbourhood features mean something else,
 # so there the rules alone decide
@@ -278,8 +282,11 @@ def spectral_tests(
         hot_limit = thresholds.hot_limit
     elif settings.adaptive_hot:
         # over bright soil clear land sits well below 0: a thin cloud raises HOT above the clear
-        # land around it long before it crosses Fmask's fixed limit
-        hot_limit = min(0.0, _percentile(hot, valid.ravel() & (hot <= 0), 82.5, 0.0))
+        # land around it long before it crosses Fmask's fixed limit. Haze lifts the whole clear line
+        # instead (Zhang et al. 2002): the line is then the scene's own, fitted to its clearest land
+        lift = max(0.0, _percentile(hot, valid.ravel() & ~water, 10, 0.0))
+        ceiling = min(lift + min(lift, HOT_CLEAR_DEPTH), HOT_MAX_HAZE)
+        hot_limit = min(ceiling, _percentile(hot, valid.ravel() & (hot <= ceiling), 82.5, 0.0))
     else:
         hot_limit = 0.0
     potential = spectral & (hot > hot_limit)

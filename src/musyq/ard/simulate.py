@@ -38,7 +38,7 @@ from rasterio.warp import reproject, transform_bounds
 from scipy import ndimage
 
 from musyq.ard.atmcor import Atmosphere, Coefficients, coefficients, toa_reflectance, upsample
-from musyq.ard.bandpass import coefficients as band_fits
+from musyq.ard.bandpass import coefficients as band_fits, synthesis
 from musyq.ard.brdf import brdf, nbar_sun_zenith, roy_coefficients
 from musyq.ard.lut import load_table
 from musyq.core import rpc as rpc_model
@@ -65,7 +65,8 @@ NODE_STEP = 16  # image pixels between the nodes where the camera is solved exac
 BLOCK_LINES = 64 * NODE_STEP  # image lines simulated at once: bounded memory for a full-size scene
 RPC_GRID = 21  # image points per side, at RPC_HEIGHTS heights, for the model fit
 RPC_HEIGHTS = 7
-DN_BITS = 10
+# GF-1 WFV's DN are 10 bit; GF-6's CMOS gains (0.03-0.08 radiance units per DN) need 12
+DN_BITS = {"gaofen-1": 10, "gaofen-6": 12}
 
 
 @dataclass(frozen=True)
@@ -139,19 +140,40 @@ def truth_reflectance(paths: dict[str, Path], source_sensor: str, target_sensor:
     window = GeoBox((row1 - row0, col1 - col0), grid.affine * Affine.translation(col0, row0), grid.crs)
     wanted = target.reflective_bands if target.family == "gaofen" else \
         tuple(b for b in target.reflective_bands if given_as(b) in paths)
+    # a Gaofen band the source lacks (GF-6's red edges, purple, yellow) is mixed from the source's blue, green,
+    # red and nir, by the mix fitted over the spectral library
+    mixes = {m.target_band: m for m in synthesis(source.id, target.id, from_vnir=True)}
+    sources: dict[str, F32] = {}
+
+    def nir_as_given(name: str) -> str:  # the mixes of OLI and MODIS take their narrow nir08 as the source's nir
+        return "nir" if name == "nir08" and "nir08" not in paths else name
+
+    def source_band(name: str) -> F32:
+        if name not in sources:
+            values = np.full(window.shape.yx, np.nan, dtype=np.float32)
+            with rasterio.open(paths[name]) as dataset:
+                reproject(rasterio.band(dataset, 1), values, dst_transform=window.affine, dst_crs=crs_wkt(window),
+                          src_nodata=dataset.nodata, dst_nodata=np.nan, resampling=Resampling.average)
+            if np.nanmax(values) > 2:
+                values /= np.float32(10_000)
+            sources[name] = values
+        return sources[name]
+
     bands = np.full((len(wanted), *window.shape.yx), np.nan, dtype=np.float32)
     for values, band in zip(bands, wanted, strict=True):
-        if given_as(band) not in paths:
+        mix = mixes.get(band.id)
+        if given_as(band) in paths:
+            values[:] = source_band(given_as(band))
+            fit = fits.get(("land", band.id))
+            if fit is not None:
+                values *= np.float32(fit.slope)
+                values += np.float32(fit.offset)
+        elif mix is not None and all(nir_as_given(name) in paths for name in mix.weights):
+            values[:] = mix.offset
+            for name, weight in mix.weights.items():
+                values += np.float32(weight) * source_band(nir_as_given(name))
+        else:
             raise InputError(first, f"the source has no {band.common_name} band for {target.id} {band.id}")
-        with rasterio.open(paths[given_as(band)]) as dataset:
-            reproject(rasterio.band(dataset, 1), values, dst_transform=window.affine, dst_crs=crs_wkt(window),
-                      src_nodata=dataset.nodata, dst_nodata=np.nan, resampling=Resampling.average)
-        if np.nanmax(values) > 2:
-            values /= np.float32(10_000)
-        fit = fits.get(("land", band.id))
-        if fit is not None:
-            values *= np.float32(fit.slope)
-            values += np.float32(fit.offset)
     return bands, window, tuple(band.common_name for band in wanted)
 
 
@@ -400,6 +422,7 @@ def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out
     pairs, _source = coefficients_for(sensor.id, acquired.year, len(sensor.reflective_bands),
                                       read_calibration_table(calibration), calibration or "the shipped table")
     dn = np.zeros((len(names), *shape), dtype=np.uint16)
+    bits = DN_BITS[sensor.platform]
     for k, band in enumerate(sensor.reflective_bands):
         coef = coefficients(table, band.id, atmosphere, sun_zenith, view_zenith, sun_azimuth - view_azimuth)
         # the cubic spline's coefficients once per band, sampled block by block (bounded memory at full size)
@@ -417,10 +440,10 @@ def simulate(truth_paths: dict[str, Path], source_sensor: str, tile_id: str, out
             cos_sun = np.cos(np.radians(on_block(sun_zenith)))
             radiance = toa * irradiance[band.id] * cos_sun / (math.pi * distance**2)
             counts = (radiance - pairs[k][1]) / pairs[k][0] * (1.0 + camera.gain_error)
-            dn[k, lines] = np.where(inside[lines], np.clip(np.round(counts), 1, 2**DN_BITS - 1), 0)
+            dn[k, lines] = np.where(inside[lines], np.clip(np.round(counts), 1, 2**bits - 1), 0)
         del spline
 
-    truth = unobservable(truth, dn == 2**DN_BITS - 1, rows, cols)
+    truth = unobservable(truth, dn == 2**bits - 1, rows, cols)
     del rows, cols, inside
     base = product_name(sensor.id, centre_lon, centre_lat, camera, acquired)
     folder = out_dir / base
@@ -586,7 +609,8 @@ def metadata_fields(sensor_id: str, camera: Camera, acquired: datetime, shape: t
         "Bands": ",".join(str(i + 1) for i in range(len(get_sensor(sensor_id).reflective_bands))),
         "StartTime": f"{clock - duration / 2:%Y-%m-%d %H:%M:%S}", "EndTime": f"{clock + duration / 2:%Y-%m-%d %H:%M:%S}",
         "CenterTime": f"{clock:%Y-%m-%d %H:%M:%S.%f}"[:-3], "ImageGSD": 16, "WidthInPixels": shape[1],
-        "HeightInPixels": shape[0], "CloudPercent": 0, "PixelBits": DN_BITS, "ValidPixelBits": DN_BITS,
+        "HeightInPixels": shape[0], "CloudPercent": 0, "PixelBits": DN_BITS[get_sensor(sensor_id).platform],
+        "ValidPixelBits": DN_BITS[get_sensor(sensor_id).platform],
         "SolarAzimuth": at_centre(sun_azimuth), "SolarZenith": at_centre(sun_zenith),
         "SatelliteAzimuth": at_centre(view_azimuth), "SatelliteZenith": at_centre(view_zenith),
         "MapProjection": "", "ZoneNo": "",

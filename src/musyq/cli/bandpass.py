@@ -22,7 +22,8 @@ def build(
     out: Path | None = typer.Option(None, "--out", "-o", help="Table to write; default: the package's own."),
 ) -> None:
     """Generate the spectral library (PROSAIL canopies and soils; waters) and fit every pair of sensors, and the
-    mixes that synthesize the Sentinel-2 bands other sensors lack (for the biophysical networks)."""
+    mixes that synthesize the Sentinel-2 bands other sensors lack (for the biophysical networks) and the GF-6 bands
+    a four-band source lacks (for simulations)."""
     with user_errors():
         table = bandpass.build_table(count, seed)
         path = bandpass.save_table(table, out or bandpass.table_path())

@@ -45,6 +45,9 @@ OzoneOption = typer.Option(0.3, "--ozone", help="Ozone column in cm-atm (0.3 = 3
 AerosolModelOption = typer.Option("continental", "--aerosol-model", help="6S aerosol model: continental or maritime.")
 AodPriorOption = typer.Option(None, "--aod-prior", help="Surface reflectance of the same place (a musyq SR COG) "
                               "to retrieve the aerosol from, for sensors without a 2.2 um band (Gaofen WFV).")
+AodPriorViewOption = typer.Option("nadir", "--aod-prior-view", help="How the --aod-prior sees the surface: 'nadir' "
+                                  "(an NBAR product, put into this scene's view by Roy et al.'s BRDF shape) or "
+                                  "'scene' (already in this scene's sun and view, e.g. its own correction).")
 
 
 def _auto_or_number(name: str, text: str) -> float | None:
@@ -63,15 +66,17 @@ DemOption = typer.Option(None, "--dem", help="Elevation model (metres) for the s
 
 def atmosphere_options(
     aod: str, water_vapour: str, ozone: float, aerosol_model: str, aot_prior: Path | None = None,
-    elevation: float = 0.0, dem: Path | None = None, aerosol_method: str = "auto",
+    elevation: float = 0.0, dem: Path | None = None, aerosol_method: str = "auto", aot_prior_view: str = "nadir",
 ) -> AtmosphereOptions | None:
     """The atmospheric correction the user asked for, or ``None`` for TOA only."""
     if aod.strip().lower() == "off":
         return None
+    if aot_prior_view not in ("nadir", "scene"):
+        raise MusyqError(f"--aod-prior-view takes 'nadir' or 'scene', not {aot_prior_view!r}")
     return AtmosphereOptions(aot550=_auto_or_number("--aod", aod),
                              water_vapour=_auto_or_number("--water-vapour", water_vapour),
                              ozone=ozone, aerosol_model=aerosol_model, aerosol_method=aerosol_method,
-                             aot_prior=aot_prior,
+                             aot_prior=aot_prior, prior_at_nadir=aot_prior_view == "nadir",
                              elevation_m=elevation, dem=dem)
 
 
