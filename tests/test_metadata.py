@@ -24,6 +24,8 @@ def test_every_mtl_parses(path: Path) -> None:
     mult, add = meta.reflectance["B4"]
     assert mult == pytest.approx(2e-5) and add == pytest.approx(-0.1)  # the Level-1 rescaling, not L2 SR's
     assert meta.thermal["B10"][0] > 700
+    # OLI's 16-bit quantization top, which the saturation flag compares the DN against
+    assert meta.quantize_max["B4"] == 65535 and meta.quantize_max["B1"] == 65535
 
 
 def test_text_xml_and_json_encodings_agree() -> None:
@@ -92,3 +94,14 @@ def test_unknown_input_is_named(tmp_path: Path) -> None:
         open_scene(tmp_path / "notes.txt")
     with pytest.raises(InputError, match="no such file"):
         open_scene(tmp_path / "absent.SAFE")
+
+
+@pytest.mark.parametrize(("name", "top"), [("LT05_L1TP_193024_20050516_20161127_01_T1_MTL.txt", 255),
+                                           ("LE07_L1TP_193024_20100420_20161215_01_T1_MTL.txt", 255),
+                                           ("LC08_L1TP_193024_20200509_20200509_01_RT_MTL.txt", 65535)])
+def test_the_quantization_top_of_each_landsat_generation(name: str, top: int) -> None:
+    """TM and ETM+ quantize to 8 bits, OLI to 16 (Collection 1 MTLs): a band at its top DN saturated."""
+    path = DATA / "ukis-pysat" / name
+    meta = parse_mtl(read_metadata_file(path), path)
+    reflective = [b for b in meta.band_files if b in meta.reflectance]
+    assert reflective and all(meta.quantize_max[b] == top for b in reflective)

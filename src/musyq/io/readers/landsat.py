@@ -38,6 +38,7 @@ class LandsatMetadata:
     reflectance: dict[str, tuple[float, float]]
     radiance: dict[str, tuple[float, float]]
     thermal: dict[str, tuple[float, float]]
+    quantize_max: dict[str, float]  # the top DN of each band, which a saturated detector reads
     angle_files: dict[str, str]
     sun_azimuth: float
     sun_elevation: float
@@ -69,6 +70,7 @@ def parse_mtl(groups: Group, source: Path) -> LandsatMetadata:
     reflectance: dict[str, tuple[float, float]] = {}
     radiance: dict[str, tuple[float, float]] = {}
     thermal: dict[str, tuple[float, float]] = {}
+    quantize_max: dict[str, float] = {}
 
     def walk(node: Group) -> None:
         for key, value in node.items():
@@ -97,6 +99,9 @@ def parse_mtl(groups: Group, source: Path) -> LandsatMetadata:
         k2 = find_value(groups, f"K2_CONSTANT_BAND_{suffix}")
         if k1 is not None and k2 is not None:
             thermal[band] = (float(k1), float(k2))
+        top = find_value(groups, f"QUANTIZE_CAL_MAX_BAND_{suffix}")
+        if top is not None:
+            quantize_max[band] = float(top)
     corners = tuple(
         (float(_required(groups, f"CORNER_{c}_LON_PRODUCT", source)), float(_required(groups, f"CORNER_{c}_LAT_PRODUCT", source)))
         for c in ("UL", "UR", "LR", "LL")
@@ -111,6 +116,7 @@ def parse_mtl(groups: Group, source: Path) -> LandsatMetadata:
         reflectance=reflectance,
         radiance=radiance,
         thermal=thermal,
+        quantize_max=quantize_max,
         angle_files=angle_files,
         sun_azimuth=float(_required(groups, "SUN_AZIMUTH", source)),
         sun_elevation=float(_required(groups, "SUN_ELEVATION", source)),
@@ -204,7 +210,8 @@ class LandsatReader:
                 if band.id not in meta.reflectance:
                     raise InputError(mtl_path, f"MTL lacks REFLECTANCE_MULT/ADD for band {band.id}")
                 calibration = RescaledReflectance(*meta.reflectance[band.id])
-            sources.append(BandSource(band=band, path=str(file), calibration=calibration))
+            sources.append(BandSource(band=band, path=str(file), calibration=calibration,
+                                      saturated=meta.quantize_max.get(band.id) if band.kind != "thermal" else None))
         if not sources:
             raise InputError(folder, f"none of the band files named in {mtl_path.name} is present")
         notes = []
