@@ -347,11 +347,22 @@ def test_eight_clients_for_a_minute(served: tuple[str, subprocess.Popen[bytes]],
     load(15)  # warm: every file opened, the tile cache filled
     warm = _rss(process.pid)
     counts.clear()
+    samples: list[int] = []
+
+    def sample() -> None:
+        for _ in range(12):
+            samples.append(_rss(process.pid))
+            time.sleep(5)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     load(60)
+    sampler.join()
     grown = _rss(process.pid) - warm
     assert not failures, failures[:5]
     assert sum(counts) > 8 * 60  # more than one answer a second per client
-    assert grown < 100 * 2**20, f"the server grew by {grown / 2**20:.0f} MiB in a minute of load"
+    assert grown < 100 * 2**20, (f"the server grew by {grown / 2**20:.0f} MiB in a minute of load (every 5 s: "
+                                 f"{[round((x - warm) / 2**20) for x in samples]} MiB)")
     assert process.poll() is None
 
 

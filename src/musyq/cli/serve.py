@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from pathlib import Path
 
 import typer
@@ -32,6 +33,9 @@ def serve(
 
     from musyq.portal.app import OrderSettings, create_app
 
+    # GDAL's block cache otherwise takes up to 5 % of the machine's memory, growing with every tile read:
+    # the portal's own tile cache holds what is asked for again
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     with user_errors():
         orders = OrderSettings(inputs=inputs, db=db, max_area=max_area, scheduler=scheduler, workers=workers) \
             if inputs else None
@@ -43,6 +47,7 @@ def serve(
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
+GDAL_CACHE_MB = 32
 
 
 def _bound_heap_arenas(arenas: int = 2) -> None:
