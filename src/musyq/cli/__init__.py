@@ -10,7 +10,7 @@ import typer
 
 COMMANDS = ("info", "ard", "mask", "coregister", "demo", "cube", "composite", "reconstruct", "gapfill", "product",
             "validate", "serve", "simulate", "crosscal")  # each module's function of the same name
-GROUPS = ("lut", "bandpass", "cloudmodel", "order")  # each module's ``app``
+GROUPS = ("lut", "bandpass", "cloudmodel", "order", "learn")  # each module's ``app``
 
 
 def _root() -> None:
