@@ -19,7 +19,7 @@ weights: no framework is worth its install for that); inference is a few matrix 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from musyq.ard.atmcor import Atmosphere, coefficients, pressure_ratio, toa_reflectance
 from musyq.ard.bandpass import generate_library
-from musyq.ard.lut import BandTable, load_table
+from musyq.ard.lut import load_table
 from musyq.core.errors import InputError, MusyqError
 from musyq.core.sensors import get_sensor, reflectance_bands
 
@@ -50,12 +50,16 @@ ONE_SIGMA_COVERAGE = 0.6827
 
 @dataclass(frozen=True)
 class Cases:
-    """Simulated pixels: network inputs, the true correction (surface minus TOA), and each pixel's AOD."""
+    """Simulated pixels: network inputs (the TOA first), the true surface, and each pixel's AOD."""
 
     features: F32
-    corrections: F32
     surface: F32
     aot550: F32
+
+    @property
+    def corrections(self) -> F32:
+        """What the networks learn: surface minus TOA."""
+        return self.surface - self.features[:, : self.surface.shape[1]]
 
 
 def feature_names(bands: tuple[str, ...]) -> tuple[str, ...]:
@@ -71,8 +75,7 @@ def scene_context(toa: F32 | F64, clear: NDArray[np.bool_]) -> F64:
     return np.asarray(np.percentile(values, PERCENTILES, axis=1), dtype=np.float64).ravel()
 
 
-def simulate_cases(sensor_id: str, bands: tuple[str, ...], scenes: int, seed: int,
-                   max_view_zenith: float | None = None) -> Cases:
+def simulate_cases(sensor_id: str, bands: tuple[str, ...], scenes: int, seed: int) -> Cases:
     """``scenes`` simulated scenes of ``PIXELS_PER_SCENE`` pixels each, from a library drawn with ``seed``."""
     table = load_table(sensor_id)
     rng = np.random.default_rng(seed)
@@ -94,8 +97,7 @@ def simulate_cases(sensor_id: str, bands: tuple[str, ...], scenes: int, seed: in
     elevation = rng.uniform(*ELEVATION_KM_RANGE, column)
     atmosphere = Atmosphere(aot, rng.uniform(*WATER_VAPOUR_RANGE, column), rng.uniform(*OZONE_RANGE, column),
                             "continental", elevation)
-    top_view = max_view_zenith if max_view_zenith is not None else _max_view_zenith(sensor_id)
-    sun, view = rng.uniform(*SUN_ZENITH_RANGE, column), rng.uniform(0.0, top_view, column)
+    sun, view = rng.uniform(*SUN_ZENITH_RANGE, column), rng.uniform(0.0, _max_view_zenith(sensor_id), column)
     azimuth = rng.uniform(0.0, 180.0, column)
     toa = np.stack([toa_reflectance(surface[..., k], coefficients(table, band, atmosphere, sun, view, azimuth))
                     for k, band in enumerate(bands)], axis=-1)  # (scenes, pixels, bands)
@@ -105,7 +107,6 @@ def simulate_cases(sensor_id: str, bands: tuple[str, ...], scenes: int, seed: in
     features = np.concatenate([toa, np.repeat(np.concatenate([geometry, context], axis=1)[:, None], n, axis=1)],
                               axis=-1)
     return Cases(features.reshape(scenes * n, -1).astype(np.float32),
-                 (surface - toa).reshape(scenes * n, -1).astype(np.float32),
                  surface.reshape(scenes * n, -1).astype(np.float32),
                  np.repeat(aot[:, 0], n).astype(np.float32))
 
@@ -207,10 +208,10 @@ class Emulator:
         header = {"sensor": self.sensor_id, "bands": list(self.bands), "members": len(self.members),
                   "layers": len(self.members[0].weights), "spread_factor": self.spread_factor,
                   "features": list(feature_names(self.bands)), "record": self.record}
+        arrays["header"] = np.array(json.dumps(header))
         partial = path.with_name(f".{path.name}.partial")
         path.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("wb") as handle:
-            arrays["header"] = np.array(json.dumps(header))
             np.savez_compressed(handle, **cast(dict[str, Any], arrays))
         partial.replace(path)
         return path
@@ -260,7 +261,7 @@ def check(emulator: Emulator, cases: Cases) -> Check:
 def build(sensor_id: str, bands: tuple[str, ...] | None = None, scenes: int = 2000, members: int = 3,
           hidden: tuple[int, ...] = (32, 32), epochs: int = 30, seed: int = 1) -> Emulator:
     """Train an ensemble on ``scenes`` simulated scenes; its spread is scaled on a validation set of its own."""
-    table: BandTable = load_table(sensor_id)
+    table = load_table(sensor_id)
     chosen = bands or table.surface_bands
     unknown = [b for b in chosen if b not in table.surface_bands]
     if unknown:
@@ -276,10 +277,7 @@ def build(sensor_id: str, bands: tuple[str, ...] | None = None, scenes: int = 20
     validation = simulate_cases(sensor_id, chosen, max(scenes // 10, 20), seed + 1)
     predicted, spread = emulator.predict(validation.features)
     ratio = np.abs(predicted - validation.surface) / np.maximum(spread, 1e-6)
-    factor = float(np.quantile(ratio, ONE_SIGMA_COVERAGE))
+    scaled = replace(emulator, spread_factor=float(np.quantile(ratio, ONE_SIGMA_COVERAGE)))
     record = {"scenes": scenes, "members": members, "hidden": list(hidden), "epochs": epochs, "seed": seed,
-              "aot_range": list(AOT_RANGE), "validation_rmse": check(
-                  Emulator(sensor_id, chosen, feature_mean, feature_scale, correction_mean, correction_scale, nets,
-                           factor), validation).rmse}
-    return Emulator(sensor_id, chosen, feature_mean, feature_scale, correction_mean, correction_scale, nets,
-                    factor, record)
+              "aot_range": list(AOT_RANGE), "validation_rmse": check(scaled, validation).rmse}
+    return replace(scaled, record=record)
