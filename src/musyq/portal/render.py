@@ -3,14 +3,12 @@ expressions (rio-tiler reads the overview that fits the zoom), a pixel's values,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import morecantile
@@ -18,7 +16,7 @@ import numpy as np
 import rasterio
 from pyproj import Transformer
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import Interleaving, Resampling
 from rasterio.errors import CRSError
 from rasterio.transform import from_bounds
 from rasterio.vrt import WarpedVRT
@@ -33,7 +31,9 @@ from musyq.products.expression import Expression
 from musyq.timeseries.reconstruct import OBSERVED
 
 TILE_SIZE = 256
-OPEN_FILES = 512  # files kept open, with the blocks GDAL decoded from them
+IDLE_DATASET_BYTES = 256 * 2**20  # what the datasets kept open between requests may hold
+IDLE_PER_FILE = 2  # datasets kept open per file: more are opened while many requests read it, then closed
+DATASET_BYTES = 32 * 2**10  # a GeoTIFF dataset's own structures, besides its decode buffer
 PNG_LEVEL = 1  # a third of the encoding time of the default level, a third larger: loopback and LAN tiles
 WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
 MERCATOR_CRS = CRS.from_epsg(3857)
@@ -61,35 +61,59 @@ def band_indexes(asset: Asset, names: Sequence[str]) -> tuple[int, ...]:
 
 
 class _Handles:
-    """Open datasets shared by the server's threads, by file, its change time and overview level. GDAL keeps
-    decoded blocks per open dataset, so a warm tile or pixel decodes no block again; a rasterio dataset serves
-    one thread at a time, so each use takes a free one (or opens another) and gives it back."""
+    """Open datasets shared by the server's threads, by file, its change time and overview level: a warm tile or
+    pixel opens no file and decodes no block again. A rasterio dataset serves one thread at a time, so each use
+    takes an idle one (or opens another) and gives it back. GDAL's GeoTIFF reader holds, outside its block cache,
+    a buffer of a whole block of all pixel-interleaved bands for each dataset (1.5 MB for a 3-band 512 px uint16
+    COG, however small its image), so the idle datasets are bounded in those bytes and in number per file, the
+    least recently used closed first."""
 
-    def __init__(self, files: int) -> None:
-        self.files = files
-        self._free: OrderedDict[tuple[str, int, int | None], list[rasterio.DatasetReader]] = OrderedDict()
+    def __init__(self, budget: int, per_file: int) -> None:
+        self.budget, self.per_file = budget, per_file
+        self.held = 0
+        self._idle: OrderedDict[tuple[str, int, int | None], list[tuple[rasterio.DatasetReader, int]]] = \
+            OrderedDict()
         self._lock = threading.Lock()
 
     @contextmanager
     def open(self, path: Path, level: int | None = None) -> Iterator[rasterio.DatasetReader]:
         key = (str(path), path.stat().st_mtime_ns, level)
         with self._lock:
-            free = self._free.get(key)
-            dataset = free.pop() if free else None
+            idle = self._idle.get(key)
+            dataset, cost = idle.pop() if idle else (None, 0)
+            self.held -= cost
         if dataset is None:
             dataset = rasterio.open(path, overview_level=level) if level is not None else rasterio.open(path)
+            cost = _dataset_bytes(dataset)
+        closing = []
         try:
             yield dataset
         finally:
             with self._lock:
-                self._free.setdefault(key, []).append(dataset)
-                self._free.move_to_end(key)
-                while len(self._free) > self.files:
-                    for stale in self._free.popitem(last=False)[1]:
-                        stale.close()
+                idle = self._idle.setdefault(key, [])
+                self._idle.move_to_end(key)
+                if len(idle) < self.per_file:
+                    idle.append((dataset, cost))
+                    self.held += cost
+                else:
+                    closing.append(dataset)
+                while self.held > self.budget:
+                    for stale, stale_cost in self._idle.popitem(last=False)[1]:
+                        closing.append(stale)
+                        self.held -= stale_cost
+            for stale in closing:
+                stale.close()
 
 
-_handles = _Handles(OPEN_FILES)
+def _dataset_bytes(dataset: rasterio.DatasetReader) -> int:
+    """What an open GeoTIFF dataset holds once it has decoded a block: its block buffer, of all bands when they
+    are pixel-interleaved."""
+    rows, columns = dataset.block_shapes[0]
+    bands = dataset.count if dataset.interleaving == Interleaving.pixel else 1
+    return DATASET_BYTES + int(rows * columns * bands * max(np.dtype(kind).itemsize for kind in dataset.dtypes))
+
+
+_handles = _Handles(IDLE_DATASET_BYTES, IDLE_PER_FILE)
 
 
 def _overview_level(factors: Sequence[int], resolution: float, pixel: float) -> int | None:
