@@ -19,6 +19,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +86,23 @@ def build_full_tile(crop: Path, folder: Path, driver: str) -> Path:
                            transform=Affine(resolution, 0, tile.ulx, 0, -resolution, tile.uly), **options) as dst:
             dst.write(full, 1)
     return folder
+
+
+@contextmanager
+def full_tile_workspace(description: str) -> Iterator[tuple[Path, Path]]:
+    """The work folder (``--keep DIR`` or a temporary one, removed after) and the GeoTIFF full tile in it."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", type=Path, help="build the tile here and keep it for later runs")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="musyq-bench-"))
+    try:
+        full = work / "full-tile-gtiff"
+        if not full.exists():
+            build_full_tile(CROP, full, "GTiff")
+        yield work, full
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def measure(command: list[str]) -> tuple[float, float]:

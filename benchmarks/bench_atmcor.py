@@ -11,16 +11,13 @@ to the TOA-only run; throughput is in megapixel-bands of surface reflectance per
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_ard import ACQUIRED, CROP, TILE, build_full_tile, measure  # noqa: E402
+from bench_ard import ACQUIRED, TILE, full_tile_workspace, measure  # noqa: E402
 
 from musyq.ard.lut import load_table  # noqa: E402
 
@@ -31,14 +28,7 @@ def run(inputs: Path, out: Path, *atmosphere: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keep", type=Path, help="build the tile here and keep it for later runs")
-    args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="musyq-bench-"))
-    try:
-        full = work / "full-tile-gtiff"
-        if not full.exists():
-            build_full_tile(CROP, full, "GTiff")
+    with full_tile_workspace(__doc__) as (work, full):
         cores = os.cpu_count() or 1
         pixel_bands = 3660 * 3660 * len(load_table("S2A_MSI").surface_bands) / 1e6
         toa_s, toa_gib = run(full, work / "toa", "--aod", "off")
@@ -51,9 +41,6 @@ def main() -> None:
             print(f"{label:<24} L1->SR {seconds:6.1f} s {gib:5.2f} GiB | correction adds {extra:5.1f} s "
                   f"= {extra / toa_s:4.2f} x the TOA chain | {pixel_bands / max(extra, 1e-9) / cores:6.1f} "
                   f"Mpixel-bands/s/core ({time.perf_counter() - start:.0f} s)")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

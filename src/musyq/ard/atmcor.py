@@ -215,7 +215,7 @@ def toa_reflectance(surface: ArrayLike, coef: Coefficients) -> Array:
 
 
 @numba.njit(cache=True)
-def _bracket(position: int, nodes: NDArray[np.intp]) -> tuple[int, float]:
+def node_bracket(position: int, nodes: NDArray[np.intp]) -> tuple[int, float]:
     if nodes.size == 1:
         return 0, 0.0
     step = nodes[1] - nodes[0]
@@ -224,7 +224,7 @@ def _bracket(position: int, nodes: NDArray[np.intp]) -> tuple[int, float]:
 
 
 @numba.njit(cache=True)
-def _sample(grid: Array, r0: int, r1: int, c0: int, c1: int, ur: float, uc: float) -> float:
+def bilinear_sample(grid: Array, r0: int, r1: int, c0: int, c1: int, ur: float, uc: float) -> float:
     """Bilinear value between four coarse nodes."""
     return float((1 - ur) * ((1 - uc) * grid[r0, c0] + uc * grid[r0, c1])
                  + ur * ((1 - uc) * grid[r1, c0] + uc * grid[r1, c1]))
@@ -236,11 +236,11 @@ def _bilinear(coarse: Array, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.
     height, width = out.shape
     last_row, last_col = row_nodes.size - 1, col_nodes.size - 1
     for r in numba.prange(height):
-        r0, ur = _bracket(r, row_nodes)
+        r0, ur = node_bracket(r, row_nodes)
         r1 = min(r0 + 1, last_row)
         for c in range(width):
-            c0, uc = _bracket(c, col_nodes)
-            out[r, c] = _sample(coarse, r0, r1, c0, min(c0 + 1, last_col), ur, uc)
+            c0, uc = node_bracket(c, col_nodes)
+            out[r, c] = bilinear_sample(coarse, r0, r1, c0, min(c0 + 1, last_col), ur, uc)
 
 
 def upsample(coarse: Array, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp],
@@ -288,7 +288,7 @@ def _invert_on_grid(
     last_row, last_col = row_nodes.size - 1, col_nodes.size - 1
     with_sigma = sigma.size > 0
     for r in numba.prange(height):
-        r0, ur = _bracket(r, row_nodes)
+        r0, ur = node_bracket(r, row_nodes)
         r1 = min(r0 + 1, last_row)
         for c in range(width):
             value = toa[r, c]
@@ -297,20 +297,20 @@ def _invert_on_grid(
                 if with_sigma:
                     sigma[r, c] = np.nan
                 continue
-            c0, uc = _bracket(c, col_nodes)
+            c0, uc = node_bracket(c, col_nodes)
             c1 = min(c0 + 1, last_col)
-            g = _sample(gain, r0, r1, c0, c1, ur, uc)
-            y = g * value - _sample(offset, r0, r1, c0, c1, ur, uc)
-            denominator = 1.0 + _sample(albedo, r0, r1, c0, c1, ur, uc) * y
+            g = bilinear_sample(gain, r0, r1, c0, c1, ur, uc)
+            y = g * value - bilinear_sample(offset, r0, r1, c0, c1, ur, uc)
+            denominator = 1.0 + bilinear_sample(albedo, r0, r1, c0, c1, ur, uc) * y
             surface = y / denominator
             out[r, c] = surface
             if not with_sigma:
                 continue
             # d rho / d toa = g / (1 + S y)^2, times the calibration's sigma of the TOA reflectance
             from_calibration = calibration * value * g / (denominator * denominator)
-            y2 = _sample(shifted_gain, r0, r1, c0, c1, ur, uc) * value - _sample(shifted_offset, r0, r1, c0, c1, ur, uc)
-            shifted = y2 / (1.0 + _sample(shifted_albedo, r0, r1, c0, c1, ur, uc) * y2)
-            from_aerosol = (shifted - surface) * _sample(aot_ratio, r0, r1, c0, c1, ur, uc)
+            y2 = bilinear_sample(shifted_gain, r0, r1, c0, c1, ur, uc) * value - bilinear_sample(shifted_offset, r0, r1, c0, c1, ur, uc)
+            shifted = y2 / (1.0 + bilinear_sample(shifted_albedo, r0, r1, c0, c1, ur, uc) * y2)
+            from_aerosol = (shifted - surface) * bilinear_sample(aot_ratio, r0, r1, c0, c1, ur, uc)
             sigma[r, c] = np.sqrt(from_calibration**2 + from_aerosol**2 + interpolation**2 + (model * surface) ** 2)
 
 

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from musyq.ard.coregister import (
     load_reference_band,
     register,
 )
-from musyq.core.errors import GridError, MissingBandError
+from musyq.core.errors import GridError, InputError, MissingBandError
 from musyq.core.grid import Tile, crs_wkt, get_tile, tiles_touching
 from musyq.ard.lut import has_table, load_table
 from musyq.io.output import (
@@ -65,7 +65,16 @@ from musyq.io.output import (
 from musyq.core.scene import BandSource, Scene
 from musyq.core.sensors import Band
 from musyq.io.stac import AssetSpec, build_item, mean_angle, save_item
-from musyq.ard.surface import AtmosphereOptions, SurfaceResult, correct_tile, load_elevation, load_prior
+from musyq.ard.learned import Emulator, load_emulator, shipped_model
+from musyq.ard.surface import (
+    AtmosphereOptions,
+    Correction,
+    SurfaceResult,
+    correct_tile,
+    correct_tile_learned,
+    load_elevation,
+    load_prior,
+)
 from musyq.core.tiling import ReflectanceResampling, Terrain, read_overview, warp_band
 from musyq.ard.toa import calibrate
 
@@ -113,6 +122,8 @@ class ArdOptions:
     nbar: NbarOptions = field(default_factory=NbarOptions)
     coregistration: CoregistrationOptions = field(default_factory=CoregistrationOptions)
     bandpass_to: str | None = "L8_OLI"  # reference sensor of the spectral bandpass adjustment (HLS's)
+    correction: Correction = Correction.physical
+    learned_model: Path | None = None  # the learned correction's model; default: the one shipped for the sensor
 
 
 @dataclass
@@ -348,6 +359,20 @@ def scene_thresholds(scene: Scene, options: ArdOptions) -> SceneThresholds:
     return learn_thresholds(mask_inputs(needed, toa, temperature, valid, angles, pixel_size), options.mask.method)
 
 
+@lru_cache(maxsize=8)
+def _emulator(path: Path) -> Emulator:
+    return load_emulator(path)
+
+
+def scene_emulator(scene: Scene, model: Path | None) -> Emulator:
+    """The learned correction's model for a scene: the given one, or the one shipped for its sensor."""
+    path = model or shipped_model(scene.sensor.id, tuple(s.band.id for s in scene.reflective_sources))
+    emulator = _emulator(path)
+    if emulator.sensor_id != scene.sensor.id:
+        raise InputError(path, f"the learned model is for {emulator.sensor_id}, the scene is {scene.sensor.id}")
+    return emulator
+
+
 def process_tile(
     scene: Scene, tile: Tile, out_dir: Path, options: ArdOptions,
     thresholds: Callable[[], SceneThresholds] | None = None,
@@ -426,10 +451,15 @@ def process_tile(
         properties.update(registration_properties(registration, options.coregistration))
     atmosphere = options.atmosphere
     if atmosphere is not None:
-        prior = load_prior(atmosphere.aot_prior, geobox[window]) if atmosphere.aot_prior is not None else None
         elevation = load_elevation(atmosphere.dem, geobox[window]) if atmosphere.dem is not None else None
-        surface = correct_tile(load_table(scene.sensor.id), tuple(reflective), toa, angles, valid, options.resolution,
-                               atmosphere, prior, elevation, clear=quality == CLEAR)
+        if options.correction == Correction.learned:
+            emulator = scene_emulator(scene, options.learned_model)
+            surface = correct_tile_learned(emulator, tuple(reflective), toa, angles, valid, atmosphere, elevation,
+                                           clear=quality == CLEAR)
+        else:
+            prior = load_prior(atmosphere.aot_prior, geobox[window]) if atmosphere.aot_prior is not None else None
+            surface = correct_tile(load_table(scene.sensor.id), tuple(reflective), toa, angles, valid,
+                                   options.resolution, atmosphere, prior, elevation, clear=quality == CLEAR)
         processing[valid] |= SURFACE_REFLECTANCE
         if surface.aot_assumed:
             processing[valid] |= AOD_CLIMATOLOGY
@@ -444,19 +474,28 @@ def process_tile(
                 properties.update({"musyq:bandpass_to": options.bandpass_to, "musyq:bandpass_bands": adjusted})
         add(Layer("SR", encode_reflectance(surface.reflectance), 0, tuple(b.common_name for b in surface.bands),
                   1 / REFLECTANCE_SCALE), "Surface reflectance", ("data", "reflectance"), surface.bands, None)
+        learned = options.correction == Correction.learned
+        terms = "the learned correction's ensemble spread, calibration" if learned else \
+            "calibration, aerosol, table interpolation"
         add(Layer("SRUNC", encode_reflectance(surface.uncertainty), 0, tuple(b.common_name for b in surface.bands),
-                  1 / REFLECTANCE_SCALE), "Surface reflectance uncertainty (one sigma): calibration, aerosol, "
-            "table interpolation, NBAR and bandpass terms", ("data", "uncertainty"), surface.bands, None)
-        add(Layer("AOD", encode_reflectance(surface.aot550), 0, ("aot550",), 1 / REFLECTANCE_SCALE),
-            "Aerosol optical depth at 550 nm", ("data", "aerosol"), None, None)
-        properties.update({
-            "musyq:aerosol_model": atmosphere.aerosol_model,
-            "musyq:ozone": atmosphere.ozone,
-            "musyq:aot550": round(float(np.nanmean(surface.aot550)), 4),
-            "musyq:water_vapour": round(surface.water_vapour, 3),
-            "musyq:aot550_source": surface.notes["aot550"],
-            "musyq:water_vapour_source": surface.notes["water_vapour"],
-        })
+                  1 / REFLECTANCE_SCALE), f"Surface reflectance uncertainty (one sigma): {terms}, NBAR and "
+            "bandpass terms", ("data", "uncertainty"), surface.bands, None)
+        properties.update({"musyq:correction": Correction(options.correction).value, "musyq:ozone": atmosphere.ozone})
+        if learned:
+            model = scene_emulator(scene, options.learned_model)
+            properties.update({"musyq:learned_model": {"sensor": model.sensor_id, "bands": list(model.bands),
+                                                       **model.record},
+                               "musyq:learned_context": surface.notes["context"]})
+        else:
+            add(Layer("AOD", encode_reflectance(surface.aot550), 0, ("aot550",), 1 / REFLECTANCE_SCALE),
+                "Aerosol optical depth at 550 nm", ("data", "aerosol"), None, None)
+            properties.update({
+                "musyq:aerosol_model": atmosphere.aerosol_model,
+                "musyq:aot550": round(float(np.nanmean(surface.aot550)), 4),
+                "musyq:water_vapour": round(surface.water_vapour, 3),
+                "musyq:aot550_source": surface.notes["aot550"],
+                "musyq:water_vapour_source": surface.notes["water_vapour"],
+            })
     add(Layer("ANG", encode_angles(angles, valid), ANGLE_NODATA,
               ("solar_azimuth", "solar_zenith", "view_azimuth", "view_zenith"), 1 / ANGLE_SCALE),
         "Sun and view angles", ("metadata", "angles"), None, "degree")

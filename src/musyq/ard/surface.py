@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from musyq.ard.aerosol import (
     prior_surface_aot,
     water_vapour_from_band,
 )
+from musyq.ard import learned
+from musyq.ard.learned import Emulator
 from musyq.core.angles import fill_gaps
 from musyq.ard.atmcor import Atmosphere, SigmaTerms, coarse_nodes, coefficients, correct_band, upsample
 from musyq.core.errors import InputError, MusyqError
@@ -58,6 +61,14 @@ def aot_sigma(aot550: Array, given: bool, assumed: bool) -> Array:
     if assumed:
         return np.full_like(aot550, CLIMATOLOGY_AOT_SIGMA)
     return AOT_ERROR_BASE + AOT_ERROR_SLOPE * aot550
+
+
+class Correction(str, Enum):
+    """How TOA becomes surface reflectance: the 6S tables with retrieved aerosol and vapour, or the learned
+    emulator (no retrieval; for sensors without the bands a retrieval needs)."""
+
+    physical = "physical"
+    learned = "learned"
 
 
 @dataclass(frozen=True)
@@ -262,3 +273,29 @@ def load_elevation(path: Path, geobox: GeoBox) -> NDArray[np.float32]:
             return warp_to(source, 0, geobox)
     except rasterio.RasterioIOError as exc:
         raise InputError(path, f"cannot read the elevation model: {exc}") from None
+
+
+def correct_tile_learned(
+    emulator: Emulator, bands: tuple[Band, ...], toa: NDArray[np.float32], angles: NDArray[np.float32],
+    valid: NDArray[np.bool_], options: AtmosphereOptions, elevation: NDArray[np.float32] | None = None,
+    clear: NDArray[np.bool_] | None = None, with_calibration: bool = True,
+) -> SurfaceResult:
+    """Surface reflectance of the emulator's bands from the learned correction: no retrieval, the atmosphere
+    read by the network from the tile's clear land. The AOD and water vapour stay unknown (NaN). The sigma is
+    the emulator's with the TOA calibration's term unless ``with_calibration`` is false."""
+    shape = (int(toa.shape[1]), int(toa.shape[2]))
+    rows, cols = coarse_nodes(shape[0], COEFFICIENT_STEP), coarse_nodes(shape[1], COEFFICIENT_STEP)
+    sun, view, azimuth = _coarse_geometry(angles, rows, cols)
+    heights = np.full(sun.shape, options.elevation_m, dtype=np.float64)
+    if elevation is not None:
+        sampled = np.asarray(elevation[np.ix_(rows, cols)], dtype=np.float64)
+        heights = np.where(np.isfinite(sampled), sampled, heights)
+    heights = np.clip(heights / 1000.0, 0.0, MAX_ELEVATION_M / 1000.0)
+    result = learned.correct_tile(emulator, tuple(b.id for b in bands), toa, (sun, view, azimuth), rows, cols, valid,
+                                  valid if clear is None else clear, heights, options.water_vapour,
+                                  get_sensor(emulator.sensor_id).toa_uncertainty if with_calibration else 0.0)
+    surface_bands = tuple(b for b in bands if b.id in result.bands)
+    order = [result.bands.index(b.id) for b in surface_bands]
+    aot = np.full(shape, np.nan, dtype=np.float32)
+    return SurfaceResult(surface_bands, result.reflectance[order], result.uncertainty[order], aot, float("nan"),
+                         {"context": result.context_note})

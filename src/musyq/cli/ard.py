@@ -25,11 +25,13 @@ from musyq.cli.processing import (
     CalibrationOption,
     CloudBufferOption,
     CoregisterBandOption,
+    CorrectionOption,
     CoregisterOption,
     CoregisterRmseOption,
     DatetimeOption,
     DemOption,
     ElevationOption,
+    LearnedModelOption,
     MaskMethodOption,
     NbarOption,
     OffsetOption,
@@ -43,6 +45,8 @@ from musyq.cli.processing import (
     stack_options,
 )
 from musyq.ard.cloudmask import MaskMethod
+from musyq.ard.surface import Correction
+from musyq.core.errors import MusyqError
 from musyq.ard.pipeline import (
     ArdOptions,
     CoregistrationOptions,
@@ -112,10 +116,15 @@ def ard(
     coregister_max_rmse: float = CoregisterRmseOption,
     bandpass_to: str = BandpassOption,
     calibration: Path | None = CalibrationOption,
+    correction: Correction = CorrectionOption,
+    learned_model: Path | None = LearnedModelOption,
 ) -> None:
     """Make surface and TOA reflectance, aerosol, angle, quality and cloud-probability COGs plus STAC items for every
     tile touched."""
     with user_errors():
+        if correction == Correction.learned and (aod.strip().lower() != "auto" or aod_prior is not None):
+            raise MusyqError("--correction learned reads the atmosphere from the scene itself: --aod and "
+                             "--aod-prior do not apply to it")
         options = ArdOptions(resolution=resolution, tiles=tuple(tile), version=version, resampling=resampling,
                              overwrite=overwrite, atmosphere=atmosphere_options(aod, water_vapour, ozone, aerosol_model,
                                                                      aod_prior, elevation, dem, aerosol_method,
@@ -123,7 +132,8 @@ def ard(
                              mask=MaskOptions(mask_method, cloud_buffer, shadow_buffer),
                              nbar=NbarOptions(nbar, brdf_prior),
                              coregistration=CoregistrationOptions(coregister_to, coregister_band, coregister_max_rmse),
-                             bandpass_to=bandpass_target(bandpass_to))
+                             bandpass_to=bandpass_target(bandpass_to), correction=correction,
+                             learned_model=learned_model)
         results = produce(inputs, out, options, stack_options(sensor, when, scale, offset), calibration)
     made = [r for r in results if not r.skipped]
     console.print(f"{len(made)} tile(s) written, {len(results) - len(made)} skipped; catalogue: {out / 'collection.json'}")

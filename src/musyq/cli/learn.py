@@ -10,7 +10,7 @@ from rich.table import Table
 
 from musyq.ard import learned
 from musyq.cli.options import user_errors
-from musyq.core.errors import MusyqError
+from musyq.core.errors import InputError, MusyqError
 from musyq.core.sensors import resolve_sensor_id
 
 app = typer.Typer(help="A learned TOA-to-surface correction, taught by musyq's 6S tables.", no_args_is_help=True)
@@ -19,7 +19,11 @@ app = typer.Typer(help="A learned TOA-to-surface correction, taught by musyq's 6
 @app.command("build")
 def build(
     sensor: str = typer.Option(..., "--sensor", help="Sensor to teach the correction for (e.g. GF1_WFV1)."),
-    bands: str | None = typer.Option(None, "--bands", help="Band ids, comma-separated; default: every surface band."),
+    bands: str | None = typer.Option(None, "--bands", help="Band ids or common names, comma-separated; default: "
+                                     "every surface band (that the --surfaces have)."),
+    surfaces: list[Path] = typer.Option([], "--surfaces", help="Real surface reflectance to draw half the scenes "
+                                        "from: musyq SR COGs (or folders of them) with their MASK, e.g. from "
+                                        "`musyq ard --no-nbar --bandpass-to SENSOR` of Sentinel-2 scenes."),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write (.npz)."),
     scenes: int = typer.Option(2000, "--scenes", help="Simulated training scenes of 256 pixels."),
     members: int = typer.Option(3, "--members", help="Networks in the ensemble (their spread is the uncertainty)."),
@@ -33,10 +37,27 @@ def build(
         chosen = tuple(b.strip() for b in bands.split(",")) if bands else None
         widths = tuple(int(w) for w in hidden.split(","))
         with Console().status(f"training {members} network(s) on {scenes} simulated scenes"):
-            emulator = learned.build(resolve_sensor_id(sensor), chosen, scenes, members, widths, epochs, seed)
+            emulator = learned.build(resolve_sensor_id(sensor), chosen, scenes, members, widths, epochs, seed,
+                                     surface_files(surfaces))
         path = emulator.save(out)
     Console().print(f"{path}: {emulator.sensor_id} {', '.join(emulator.bands)}; validation RMSE "
                     + ", ".join(f"{b} {v:.4f}" for b, v in emulator.record["validation_rmse"].items()))  # type: ignore[attr-defined]
+
+
+def surface_files(paths: list[Path]) -> tuple[Path, ...]:
+    """SR COGs given or found in the folders given, those with too little clear land for a scene left out."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.rglob("*.SR.tif"))
+            files += [f for f in found if learned.clear_land_pixels(f) >= learned.PIXELS_PER_SCENE]
+            if not found:
+                raise InputError(path, "holds no musyq SR COG (*.SR.tif)")
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError(path, "does not exist")
+    return tuple(files)
 
 
 @app.command("check")

@@ -10,7 +10,7 @@ import typer
 
 from musyq.ard.cloudmask import METHODS, MaskMethod
 from musyq.ard.coregister import DEFAULT_MAX_RMSE
-from musyq.ard.surface import AtmosphereOptions
+from musyq.ard.surface import AtmosphereOptions, Correction
 from musyq.core.errors import MusyqError
 from musyq.core.sensors import resolve_sensor_id
 from musyq.io.readers import StackOptions
@@ -105,6 +105,11 @@ CoregisterRmseOption = typer.Option(DEFAULT_MAX_RMSE, "--coregister-max-rmse", h
 
 CalibrationOption = typer.Option(None, "--calibration", help="Radiometric calibration table laid over the shipped "
                                  "one (Gaofen: JSON of gains by camera and year).")
+CorrectionOption = typer.Option(Correction.physical, "--correction", help="TOA to surface: the 6S tables with "
+                                "retrieved aerosol and vapour (physical), or the emulator taught by them (learned), "
+                                "for sensors without the bands a retrieval needs.")
+LearnedModelOption = typer.Option(None, "--learned-model", help="Model of `musyq learn build` for --correction "
+                                  "learned (default: the one musyq ships for the sensor).")
 BandpassOption = typer.Option("L8_OLI", "--bandpass-to", help="Adjust the surface reflectance to this sensor's "
                               "bands (HLS coefficients where published, else musyq's); 'none' to keep them.")
 
