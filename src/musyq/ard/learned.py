@@ -33,8 +33,7 @@ import numpy as np
 import rasterio
 from numpy.typing import NDArray
 
-from musyq.ard.atmcor import Atmosphere, bilinear_sample, coefficients, node_bracket, pressure_ratio, \
-    toa_reflectance
+from musyq.ard.atmcor import Atmosphere, coefficients, pressure_ratio, toa_reflectance
 from musyq.ard.bandpass import generate_library
 from musyq.ard.lut import load_table
 from musyq.core.errors import InputError, MusyqError
@@ -461,7 +460,7 @@ def build(sensor_id: str, bands: tuple[str, ...] | None = None, scenes: int = 40
 
 
 MODELS = Path(__file__).resolve().parent.parent / "data" / "learned"
-CONTEXT_SAMPLE = 1 << 20  # clear pixels the percentiles are taken over, at most (a regular subsample beyond)
+CONTEXT_SAMPLE = 1 << 18  # clear pixels the percentiles are taken over, at most (a regular subsample beyond)
 
 
 def shipped_model(sensor_id: str, available: tuple[str, ...] | None = None) -> Path:
@@ -490,14 +489,16 @@ class TileCorrection:
     context_note: str
 
 
-def tile_context(toa: F32, clear: NDArray[np.bool_], valid: NDArray[np.bool_]) -> tuple[F64, str]:
-    """The percentiles over the tile's clear land, or over all its pixels where it has too little of it."""
+def tile_context(toa: F32, bands: list[int], clear: NDArray[np.bool_], valid: NDArray[np.bool_]) -> tuple[F64, str]:
+    """The percentiles of the ``bands`` of ``toa`` over the tile's clear land, or over all its pixels where it
+    has too little of it; from a regular subsample of at most ``CONTEXT_SAMPLE`` pixels."""
     usable, note = clear, "percentiles of the tile's clear land"
     if int(clear.sum()) < PIXELS_PER_SCENE:
         usable, note = valid, "percentiles of all the tile's pixels: too little clear land"
     index = np.flatnonzero(usable.ravel())
     index = index[:: max(1, len(index) // CONTEXT_SAMPLE)]
-    return scene_context(toa.reshape(toa.shape[0], -1)[:, index], np.ones(len(index), dtype=bool)), note
+    values = np.stack([toa[k].ravel()[index] for k in bands])
+    return scene_context(values, np.ones(len(index), dtype=bool)), note
 
 
 def correct_tile(
@@ -514,48 +515,68 @@ def correct_tile(
     if missing:
         raise MusyqError(f"the learned model for {emulator.sensor_id} needs band(s) {', '.join(missing)}, "
                          "which the scene lacks")
-    stack = toa[[band_ids_of_toa.index(b) for b in emulator.bands]]
-    context, note = tile_context(stack, clear & valid, valid)
+    indexes = [band_ids_of_toa.index(b) for b in emulator.bands]
+    context, note = tile_context(toa, indexes, clear & valid, valid)
     nodes = geometry_features(*geometry, elevation_km, water_vapour).reshape(-1, len(GEOMETRY))
     features = np.concatenate([nodes, np.broadcast_to(context, (len(nodes), len(context)))], axis=1)
     each = emulator.coefficients(features.astype(np.float32)).astype(np.float64)
     shape = (len(rows), len(cols))
-    reflectance = np.empty_like(stack)
-    uncertainty = np.empty_like(stack)
-    for k in range(len(emulator.bands)):
+    height, width = toa.shape[1:]
+    row_lower, row_weight = _brackets(height, rows)
+    col_lower, col_weight = _brackets(width, cols)
+    reflectance = np.empty((len(indexes), height, width), dtype=np.float32)
+    uncertainty = np.empty_like(reflectance)
+    for k, index in enumerate(indexes):
         gains, offsets, albedos = (np.ascontiguousarray(each[:, :, t, k].reshape(len(emulator.members), *shape))
                                    for t in range(len(TERMS)))
-        _invert_members(stack[k], gains, offsets, albedos, rows, cols, float(emulator.spread_factors[k]),
-                        calibration, reflectance[k], uncertainty[k])
+        _invert_members(toa[index], gains, offsets, albedos, row_lower, row_weight, col_lower, col_weight,
+                        float(emulator.spread_factors[k]), calibration, reflectance[k], uncertainty[k])
     return TileCorrection(emulator.bands, reflectance, uncertainty, note)
+
+
+def _brackets(size: int, nodes: NDArray[np.intp]) -> tuple[NDArray[np.intp], F64]:
+    """For every pixel along an axis, the coarse node below it and its weight towards the next one."""
+    positions = np.arange(size)
+    lower = np.clip(np.searchsorted(nodes, positions, side="right") - 1, 0, max(len(nodes) - 2, 0))
+    if len(nodes) == 1:
+        return lower, np.zeros(size)
+    return lower, (positions - nodes[lower]) / (nodes[lower + 1] - nodes[lower])
 
 
 @numba.njit(parallel=True, cache=True)
 def _invert_members(
-    toa: F32, gains: F64, offsets: F64, albedos: F64, row_nodes: NDArray[np.intp], col_nodes: NDArray[np.intp],
-    spread_factor: float, calibration: float, out: F32, sigma: F32,
+    toa: F32, gains: F64, offsets: F64, albedos: F64, row_lower: NDArray[np.intp], row_weight: F64,
+    col_lower: NDArray[np.intp], col_weight: F64, spread_factor: float, calibration: float, out: F32, sigma: F32,
 ) -> None:  # pragma: no cover - compiled
     """Every member's inversion of each pixel: their mean into ``out``; their scaled spread with the calibration
-    term (the TOA's relative sigma through the mean slope) into ``sigma``."""
+    term (the TOA's relative sigma through the mean slope) into ``sigma``. The coefficients are interpolated
+    between the coarse rows once per row, then between two nodes per pixel."""
     height, width = toa.shape
-    members = gains.shape[0]
-    last_row, last_col = row_nodes.size - 1, col_nodes.size - 1
+    members, node_rows, node_cols = gains.shape
     for r in numba.prange(height):
-        r0, ur = node_bracket(r, row_nodes)
-        r1 = min(r0 + 1, last_row)
+        r0 = row_lower[r]
+        r1 = min(r0 + 1, node_rows - 1)
+        ur = row_weight[r]
+        line = np.empty((3, members, node_cols))
+        for m in range(members):
+            for j in range(node_cols):
+                line[0, m, j] = (1 - ur) * gains[m, r0, j] + ur * gains[m, r1, j]
+                line[1, m, j] = (1 - ur) * offsets[m, r0, j] + ur * offsets[m, r1, j]
+                line[2, m, j] = (1 - ur) * albedos[m, r0, j] + ur * albedos[m, r1, j]
         for c in range(width):
             value = toa[r, c]
             if not np.isfinite(value):
                 out[r, c] = np.nan
                 sigma[r, c] = np.nan
                 continue
-            c0, uc = node_bracket(c, col_nodes)
-            c1 = min(c0 + 1, last_col)
+            c0 = col_lower[c]
+            c1 = min(c0 + 1, node_cols - 1)
+            uc = col_weight[c]
             total, square, slope = 0.0, 0.0, 0.0
             for m in range(members):
-                gain = bilinear_sample(gains[m], r0, r1, c0, c1, ur, uc)
-                y = gain * value - bilinear_sample(offsets[m], r0, r1, c0, c1, ur, uc)
-                denominator = 1.0 + bilinear_sample(albedos[m], r0, r1, c0, c1, ur, uc) * y
+                gain = line[0, m, c0] + uc * (line[0, m, c1] - line[0, m, c0])
+                y = gain * value - (line[1, m, c0] + uc * (line[1, m, c1] - line[1, m, c0]))
+                denominator = 1.0 + (line[2, m, c0] + uc * (line[2, m, c1] - line[2, m, c0])) * y
                 surface = y / denominator
                 total += surface
                 square += surface * surface

@@ -296,6 +296,8 @@ def correct_tile_learned(
                                   get_sensor(emulator.sensor_id).toa_uncertainty if with_calibration else 0.0)
     surface_bands = tuple(b for b in bands if b.id in result.bands)
     order = [result.bands.index(b.id) for b in surface_bands]
+    reflectance, uncertainty = result.reflectance, result.uncertainty
+    if order != sorted(order):  # a copy only where the scene lists the bands in another order
+        reflectance, uncertainty = reflectance[order], uncertainty[order]
     aot = np.full(shape, np.nan, dtype=np.float32)
-    return SurfaceResult(surface_bands, result.reflectance[order], result.uncertainty[order], aot, float("nan"),
-                         {"context": result.context_note})
+    return SurfaceResult(surface_bands, reflectance, uncertainty, aot, float("nan"), {"context": result.context_note})
