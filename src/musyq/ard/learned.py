@@ -519,70 +519,80 @@ def correct_tile(
     context, note = tile_context(toa, indexes, clear & valid, valid)
     nodes = geometry_features(*geometry, elevation_km, water_vapour).reshape(-1, len(GEOMETRY))
     features = np.concatenate([nodes, np.broadcast_to(context, (len(nodes), len(context)))], axis=1)
-    each = emulator.coefficients(features.astype(np.float32)).astype(np.float64)
+    each = emulator.coefficients(features.astype(np.float32))
     shape = (len(rows), len(cols))
     height, width = toa.shape[1:]
-    row_lower, row_weight = _brackets(height, rows)
-    col_lower, col_weight = _brackets(width, cols)
+    row_lower, row_upper, row_weight = _brackets(height, rows)
+    col_lower, col_upper, col_weight = _brackets(width, cols)
     reflectance = np.empty((len(indexes), height, width), dtype=np.float32)
     uncertainty = np.empty_like(reflectance)
     for k, index in enumerate(indexes):
-        gains, offsets, albedos = (np.ascontiguousarray(each[:, :, t, k].reshape(len(emulator.members), *shape))
-                                   for t in range(len(TERMS)))
-        _invert_members(toa[index], gains, offsets, albedos, row_lower, row_weight, col_lower, col_weight,
-                        float(emulator.spread_factors[k]), calibration, reflectance[k], uncertainty[k])
+        coefficients = np.ascontiguousarray(np.moveaxis(each[:, :, :, k], 2, 0).reshape(len(TERMS), -1, *shape),
+                                            dtype=np.float32)
+        _invert_members(toa[index], coefficients, row_lower, row_upper, row_weight, col_lower,
+                        col_upper, col_weight, float(emulator.spread_factors[k]), calibration, reflectance[k],
+                        uncertainty[k])
     return TileCorrection(emulator.bands, reflectance, uncertainty, note)
 
 
-def _brackets(size: int, nodes: NDArray[np.intp]) -> tuple[NDArray[np.intp], F64]:
-    """For every pixel along an axis, the coarse node below it and its weight towards the next one."""
+def _brackets(size: int, nodes: NDArray[np.intp]) -> tuple[NDArray[np.intp], NDArray[np.intp], F32]:
+    """For every pixel along an axis, the coarse nodes either side of it and its weight towards the upper one."""
     positions = np.arange(size)
     lower = np.clip(np.searchsorted(nodes, positions, side="right") - 1, 0, max(len(nodes) - 2, 0))
     if len(nodes) == 1:
-        return lower, np.zeros(size)
-    return lower, (positions - nodes[lower]) / (nodes[lower + 1] - nodes[lower])
+        return lower, lower, np.zeros(size, dtype=np.float32)
+    weight = (positions - nodes[lower]) / (nodes[lower + 1] - nodes[lower])
+    return lower, lower + 1, weight.astype(np.float32)
 
 
-@numba.njit(parallel=True, cache=True)
+# fast approximations and reordering, but NaN kept: a missing TOA pixel has to come out missing
+FAST_MATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@numba.njit(parallel=True, cache=True, fastmath=FAST_MATH)
 def _invert_members(
-    toa: F32, gains: F64, offsets: F64, albedos: F64, row_lower: NDArray[np.intp], row_weight: F64,
-    col_lower: NDArray[np.intp], col_weight: F64, spread_factor: float, calibration: float, out: F32, sigma: F32,
+    toa: F32, coefficients: F32, row_lower: NDArray[np.intp], row_upper: NDArray[np.intp], row_weight: F32,
+    col_lower: NDArray[np.intp], col_upper: NDArray[np.intp], col_weight: F32, spread_factor: float,
+    calibration: float, out: F32, sigma: F32,
 ) -> None:  # pragma: no cover - compiled
     """Every member's inversion of each pixel: their mean into ``out``; their scaled spread with the calibration
-    term (the TOA's relative sigma through the mean slope) into ``sigma``. The coefficients are interpolated
-    between the coarse rows once per row, then between two nodes per pixel."""
+    term (the TOA's relative sigma through the mean slope) into ``sigma``. ``coefficients`` holds gain, offset
+    and albedo by member on the coarse nodes (terms x members x node rows x node columns); they are interpolated
+    to a whole row first, so that the per-pixel loops run without branches or lookups (in SIMD). Sums are taken
+    of the members' differences to the first one, which keeps the spread exact in single precision."""
     height, width = toa.shape
-    members, node_rows, node_cols = gains.shape
+    terms, members = coefficients.shape[:2]
+    one = np.float32(1)  # an integer literal would widen the single-precision loops to double
     for r in numba.prange(height):
-        r0 = row_lower[r]
-        r1 = min(r0 + 1, node_rows - 1)
-        ur = row_weight[r]
-        line = np.empty((3, members, node_cols))
-        for m in range(members):
-            for j in range(node_cols):
-                line[0, m, j] = (1 - ur) * gains[m, r0, j] + ur * gains[m, r1, j]
-                line[1, m, j] = (1 - ur) * offsets[m, r0, j] + ur * offsets[m, r1, j]
-                line[2, m, j] = (1 - ur) * albedos[m, r0, j] + ur * albedos[m, r1, j]
-        for c in range(width):
-            value = toa[r, c]
-            if not np.isfinite(value):
-                out[r, c] = np.nan
-                sigma[r, c] = np.nan
-                continue
-            c0 = col_lower[c]
-            c1 = min(c0 + 1, node_cols - 1)
-            uc = col_weight[c]
-            total, square, slope = 0.0, 0.0, 0.0
+        r0, r1, ur = row_lower[r], row_upper[r], row_weight[r]
+        line = (one - ur) * coefficients[:, :, r0, :] + ur * coefficients[:, :, r1, :]
+        row = np.empty((terms, members, width), dtype=np.float32)
+        for t in range(terms):
             for m in range(members):
-                gain = line[0, m, c0] + uc * (line[0, m, c1] - line[0, m, c0])
-                y = gain * value - (line[1, m, c0] + uc * (line[1, m, c1] - line[1, m, c0]))
-                denominator = 1.0 + (line[2, m, c0] + uc * (line[2, m, c1] - line[2, m, c0])) * y
-                surface = y / denominator
-                total += surface
-                square += surface * surface
-                slope += gain / (denominator * denominator)
-            mean = total / members
-            spread = np.sqrt(max(square / members - mean * mean, 0.0)) * spread_factor
-            from_calibration = calibration * value * slope / members
-            out[r, c] = mean
+                for c in range(width):
+                    lower = line[t, m, col_lower[c]]
+                    row[t, m, c] = lower + col_weight[c] * (line[t, m, col_upper[c]] - lower)
+        value = toa[r]
+        first = np.empty(width, dtype=np.float32)
+        slope = np.empty(width, dtype=np.float32)
+        total = np.zeros(width, dtype=np.float32)
+        square = np.zeros(width, dtype=np.float32)
+        for c in range(width):
+            y = row[0, 0, c] * value[c] - row[1, 0, c]
+            denominator = one + row[2, 0, c] * y
+            first[c] = y / denominator
+            slope[c] = row[0, 0, c] / (denominator * denominator)
+        for m in range(1, members):
+            for c in range(width):
+                y = row[0, m, c] * value[c] - row[1, m, c]
+                denominator = one + row[2, m, c] * y
+                difference = y / denominator - first[c]
+                total[c] += difference
+                square[c] += difference * difference
+                slope[c] += row[0, m, c] / (denominator * denominator)
+        for c in range(width):
+            shift = total[c] / members
+            spread = np.sqrt(max(square[c] / members - shift * shift, 0)) * spread_factor
+            from_calibration = calibration * value[c] * slope[c] / members
+            out[r, c] = first[c] + shift
             sigma[r, c] = np.sqrt(spread * spread + from_calibration * from_calibration)
